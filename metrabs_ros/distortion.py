@@ -1,0 +1,75 @@
+"""OpenCV lens distortion on normalized image coordinates, for numpy arrays and torch tensors.
+
+Coefficients follow OpenCV / ``sensor_msgs/CameraInfo`` order:
+``k1 k2 p1 p2 [k3 [k4 k5 k6 [s1 s2 s3 s4]]]`` (plumb_bob = 5, rational_polynomial = 8,
+with thin prism = 12). Shorter vectors are zero-padded to 12.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+N_COEFFS = 12
+SUPPORTED_LENGTHS = (0, 4, 5, 8, 12)
+
+
+def as_distortion_coeffs(coeffs) -> np.ndarray:
+    """Validate OpenCV distortion coefficients and zero-pad them to 12 (float64)."""
+    d = np.asarray([] if coeffs is None else coeffs, dtype=np.float64).reshape(-1)
+    if d.size not in SUPPORTED_LENGTHS:
+        raise ValueError(
+            f'distortion must have one of {SUPPORTED_LENGTHS} coefficients '
+            f'(k1 k2 p1 p2 [k3 [k4 k5 k6 [s1 s2 s3 s4]]]), got {d.size}')
+    if not np.all(np.isfinite(d)):
+        raise ValueError(f'distortion coefficients must be finite, got {d.tolist()}')
+    return np.concatenate([d, np.zeros(N_COEFFS - d.size)])
+
+
+def distort(xy, coeffs):
+    """Apply distortion to normalized coords xy (..., 2); coeffs (..., 12) broadcast against xy.
+
+    Works on numpy arrays and torch tensors alike (only elementwise arithmetic).
+    """
+    x, y = xy[..., 0], xy[..., 1]
+    k1, k2, p1, p2, k3, k4, k5, k6, s1, s2, s3, s4 = (coeffs[..., i] for i in range(N_COEFFS))
+    r2 = x * x + y * y
+    r4 = r2 * r2
+    r6 = r4 * r2
+    radial = (1 + k1 * r2 + k2 * r4 + k3 * r6) / (1 + k4 * r2 + k5 * r4 + k6 * r6)
+    xd = x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x) + s1 * r2 + s2 * r4
+    yd = y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y + s3 * r2 + s4 * r4
+    return _stack_last(xd, yd, like=xy)
+
+
+def undistort(xy_distorted: np.ndarray, coeffs: np.ndarray, max_iter: int = 50,
+              tol: float = 1e-14) -> np.ndarray:
+    """Invert `distort` by Newton's method (numpy, float64); non-converged points become NaN.
+
+    xy_distorted: (..., 2) distorted normalized coords; coeffs: (12,).
+    """
+    target = np.asarray(xy_distorted, dtype=np.float64)
+    coeffs = np.asarray(coeffs, dtype=np.float64)
+    if not np.any(coeffs):
+        return target.copy()
+    xy = target.copy()
+    h = 1e-7
+    dx, dy = np.array([h, 0.0]), np.array([0.0, h])
+    for _ in range(max_iter):
+        residual = distort(xy, coeffs) - target
+        if np.max(np.abs(residual), initial=0.0) < tol:
+            break
+        jac_x = (distort(xy + dx, coeffs) - distort(xy - dx, coeffs)) / (2 * h)
+        jac_y = (distort(xy + dy, coeffs) - distort(xy - dy, coeffs)) / (2 * h)
+        jac = np.stack([jac_x, jac_y], axis=-1)  # (..., 2 [output], 2 [input])
+        det = jac[..., 0, 0] * jac[..., 1, 1] - jac[..., 0, 1] * jac[..., 1, 0]
+        step_x = (jac[..., 1, 1] * residual[..., 0] - jac[..., 0, 1] * residual[..., 1]) / det
+        step_y = (jac[..., 0, 0] * residual[..., 1] - jac[..., 1, 0] * residual[..., 0]) / det
+        xy = xy - np.stack([step_x, step_y], axis=-1)
+    residual = np.abs(distort(xy, coeffs) - target).max(axis=-1)
+    return np.where((residual < 1e-9)[..., np.newaxis], xy, np.nan)
+
+
+def _stack_last(a, b, like):
+    if isinstance(like, np.ndarray):
+        return np.stack([a, b], axis=-1)
+    import torch
+    return torch.stack([a, b], dim=-1)

@@ -1,0 +1,83 @@
+"""The model's configuration: a small frozen dataclass passed explicitly, JSON-serializable."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from metrabs_ros.model.backbones import BACKBONES
+
+INPUT_NORMALIZATIONS = ('plus_minus_one', 'imagenet')
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture and decoding constants of a MeTRAbs crop model.
+
+    joint_names / joint_edges describe the joints the head predicts (the raw joint set).
+    box_size_m: side of the metric 3D heatmap volume; crop_side: input crop side S in pixels.
+    centered_stride / legacy_centered_stride_bug: the official heatmap-to-pixel offset flags.
+    mix_3d_inside_fov: weight of the 3D-based estimate for in-FOV joints (0.5 at test time).
+    ridge_lambda: ridge weight of the least-squares reference-point solve. It pulls the
+    (RMS-normalized) solution towards zero: the official weights were trained with 1e-2 (set by
+    the official loader), which biases the result by about 0.7 mm with all joints in view and by
+    centimetres under heavy truncation; the default 1e-6 is only a numerical safeguard.
+    """
+
+    backbone: str
+    joint_names: tuple[str, ...]
+    joint_edges: tuple[tuple[int, int], ...] = ()
+    skeleton: str = 'custom'
+    crop_side: int = 256
+    depth: int = 8
+    box_size_m: float = 2.2
+    stride: int = 32
+    centered_stride: bool = True
+    legacy_centered_stride_bug: bool = False
+    mix_3d_inside_fov: float = 0.5
+    fov_border_factor: float = 0.75
+    weak_perspective: bool = False
+    ridge_lambda: float = 1e-6
+    input_normalization: str = 'plus_minus_one'
+
+    def __post_init__(self):
+        object.__setattr__(self, 'joint_names', tuple(str(n) for n in self.joint_names))
+        object.__setattr__(
+            self, 'joint_edges', tuple((int(a), int(b)) for a, b in self.joint_edges))
+        if self.backbone not in BACKBONES:
+            raise ValueError(f'unknown backbone {self.backbone!r}; known: {sorted(BACKBONES)}')
+        if not self.joint_names:
+            raise ValueError('joint_names must not be empty')
+        if self.crop_side <= 0 or self.crop_side % self.stride:
+            raise ValueError(
+                f'crop_side must be a positive multiple of the stride {self.stride}, '
+                f'got {self.crop_side}')
+        if self.depth < 1 or self.box_size_m <= 0:
+            raise ValueError(f'depth and box_size_m must be positive, got {self.depth}, '
+                             f'{self.box_size_m}')
+        if not 0 <= self.mix_3d_inside_fov <= 1:
+            raise ValueError(f'mix_3d_inside_fov must be in [0, 1], got {self.mix_3d_inside_fov}')
+        if self.input_normalization not in INPUT_NORMALIZATIONS:
+            raise ValueError(f'input_normalization must be one of {INPUT_NORMALIZATIONS}')
+        n = len(self.joint_names)
+        if any(not (0 <= a < n and 0 <= b < n) for a, b in self.joint_edges):
+            raise ValueError('joint_edges refer to joints outside joint_names')
+
+    @property
+    def n_joints(self) -> int:
+        return len(self.joint_names)
+
+    def to_dict(self) -> dict:
+        """Plain JSON-serializable dict."""
+        d = dataclasses.asdict(self)
+        d['joint_names'] = list(self.joint_names)
+        d['joint_edges'] = [list(e) for e in self.joint_edges]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> 'ModelConfig':
+        """Inverse of to_dict; unknown keys raise a ValueError naming them."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f'unknown model config keys: {sorted(unknown)}')
+        return cls(**d)

@@ -1,0 +1,23 @@
+"""pip-installable core library (no ROS needed). The ROS 2 package is built from CMakeLists.txt."""
+from setuptools import find_packages, setup
+
+setup(
+    name='metrabs_ros',
+    version='0.1.0',
+    description='MeTRAbs absolute metric 3D human pose estimation as a library and a ROS 2 node',
+    long_description=open('README.md', encoding='utf-8').read(),
+    long_description_content_type='text/markdown',
+    license='MIT',
+    python_requires='>=3.10',
+    packages=find_packages(include=['metrabs_ros', 'metrabs_ros.*']),
+    install_requires=[
+        'numpy>=1.24',
+        'torch>=2.1',
+        'torchvision>=0.16',
+        'safetensors>=0.4',
+        'pyyaml>=6',
+    ],
+    extras_require={
+        'test': ['pytest>=7', 'opencv-python-headless>=4.8'],
+    },
+)
