@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Skeleton:
     """A named joint set. edges: (E, 2) joint index pairs; mirror: (J,) left/right permutation."""
 
@@ -25,6 +25,15 @@ class Skeleton:
 
     def index(self, joint_name: str) -> int:
         return self.joint_names.index(joint_name)
+
+    def __eq__(self, other) -> bool:
+        return (isinstance(other, Skeleton) and self.name == other.name and
+                self.joint_names == other.joint_names and
+                np.array_equal(self.edges, other.edges) and
+                np.array_equal(self.mirror, other.mirror))
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.joint_names))
 
 
 def mirror_permutation(joint_names) -> np.ndarray:
