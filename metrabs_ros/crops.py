@@ -85,6 +85,11 @@ class CropGeometry:
     def __len__(self) -> int:
         return len(self.R)
 
+    def subset(self, index) -> 'CropGeometry':
+        """The crops selected by a slice or index array."""
+        return CropGeometry(self.R[index], self.K[index], self.flips[index], self.gammas[index],
+                            self.box_index[index], self.side)
+
     def to_crop(self, points_cam: np.ndarray) -> np.ndarray:
         """(N, ..., 3) original-camera points -> crop-camera points."""
         return np.einsum('nij,n...j->n...i', self.R, points_cam)
