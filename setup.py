@@ -16,8 +16,10 @@ setup(
         'torchvision>=0.16',
         'safetensors>=0.4',
         'pyyaml>=6',
+        'scipy>=1.10',
+        'opencv-python-headless>=4.8',
     ],
     extras_require={
-        'test': ['pytest>=7', 'opencv-python-headless>=4.8'],
+        'test': ['pytest>=7'],
     },
 )
