@@ -18,7 +18,10 @@ setup(
         'pyyaml>=6',
         'scipy>=1.10',
         'opencv-python-headless>=4.8',
+        'matplotlib>=3.6',
+        'tqdm>=4.60',
     ],
+    entry_points={'console_scripts': ['metrabs-pose = metrabs_ros.cli:main']},
     extras_require={
         'test': ['pytest>=7'],
     },
