@@ -30,8 +30,9 @@ class DetectorError(RuntimeError):
 
 
 class PersonDetector(abc.ABC):
-    """Base: subclasses implement _detect_xyxy(image_float (3, H, W)) -> (D, 5) xyxy + score."""
+    """Base: subclasses set self.module and implement _detect_xyxy."""
 
+    module: torch.nn.Module
     device: torch.device = torch.device('cpu')
 
     def __call__(self, image: np.ndarray, threshold: float = 0.3, nms_iou_threshold: float = 0.7,
@@ -58,9 +59,11 @@ class PersonDetector(abc.ABC):
     def _detect_xyxy(self, image: torch.Tensor) -> torch.Tensor:
         """(3, H, W) float RGB in [0, 1] -> (D, 5) [x1, y1, x2, y2, score] person boxes."""
 
-    @abc.abstractmethod
     def to(self, device) -> 'PersonDetector':
         """Move the detector to `device`; returns self."""
+        self.device = torch.device(device)
+        self.module.to(self.device)
+        return self
 
 
 class TorchvisionDetector(PersonDetector):
@@ -88,16 +91,11 @@ class TorchvisionDetector(PersonDetector):
         else:
             raise DetectorError(
                 f'{architecture}: give weights_path (a local state dict file) or allow_download')
-        self.model = model.eval()
+        self.module = model.eval()
         self.to(device)
 
-    def to(self, device) -> 'TorchvisionDetector':
-        self.device = torch.device(device)
-        self.model.to(self.device)
-        return self
-
     def _detect_xyxy(self, image: torch.Tensor) -> torch.Tensor:
-        output = self.model([image])[0]
+        output = self.module([image])[0]
         is_person = output['labels'] == COCO_PERSON_LABEL
         return torch.cat([output['boxes'][is_person], output['scores'][is_person, None]], dim=1)
 
@@ -115,11 +113,6 @@ class TorchScriptDetector(PersonDetector):
             raise DetectorError(f'cannot load TorchScript detector {path}: {e}') from e
         self.path = path
         self.to(device)
-
-    def to(self, device) -> 'TorchScriptDetector':
-        self.device = torch.device(device)
-        self.module.to(self.device)
-        return self
 
     def _detect_xyxy(self, image: torch.Tensor) -> torch.Tensor:
         boxes = self.module(image)

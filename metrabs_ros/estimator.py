@@ -19,6 +19,7 @@ from metrabs_ros.skeletons import Skeleton, mirror_permutation
 from metrabs_ros.suppression import joint_spread, plausible_pose_indices
 
 MAX_IMAGE_PIXELS = 100_000_000
+CROP_BACKENDS = ('auto', 'cv2', 'torch')
 
 
 @dataclass(frozen=True)
@@ -42,11 +43,19 @@ class PoseResult:
 
 
 class PoseEstimator:
-    """Runs a Metrabs crop model (and optionally a person detector) on whole images."""
+    """Runs a Metrabs crop model (and optionally a person detector) on whole images.
+
+    crop_backend: 'cv2' (cv2.remap on the CPU), 'torch' (batched grid_sample on the model's
+    device) or 'auto' (cv2 on CPU, torch on GPU). half_precision: fp16 autocast (default: on GPU).
+    """
 
     def __init__(self, model: Metrabs, detector: PersonDetector | None = None,
-                 device: str | torch.device = 'auto', half_precision: bool | None = None):
+                 device: str | torch.device = 'auto', half_precision: bool | None = None,
+                 crop_backend: str = 'auto'):
+        if crop_backend not in CROP_BACKENDS:
+            raise ValueError(f'crop_backend must be one of {CROP_BACKENDS}, got {crop_backend!r}')
         self.device = resolve_device(device)
+        self.use_cv2 = crop_backend == 'cv2' or (crop_backend == 'auto' and self.device.type == 'cpu')
         self.model = model.to(self.device).eval()
         self.detector = detector.to(self.device) if detector is not None else None
         self.half_precision = self.device.type == 'cuda' if half_precision is None else half_precision
@@ -133,16 +142,16 @@ class PoseEstimator:
                        batch_size: int, antialias: int, gamma_correct: bool) -> np.ndarray:
         """(N, J_raw, 3) float64 crop-camera poses for all crops, in batches."""
         encoding = 2.2 if gamma_correct else 1.0
-        on_cpu = self.device.type == 'cpu'
         source = decode_gamma(image, encoding)
-        if not on_cpu:
+        if not self.use_cv2:
             source = torch.from_numpy(source).to(self.device).permute(2, 0, 1)[None]
         results = []
         for start in range(0, len(geometry), batch_size):
             part = geometry.subset(slice(start, start + batch_size))
             maps = sampling_map(camera, part, antialias, device=self.device)
-            if on_cpu:
+            if self.use_cv2:
                 crops = torch.from_numpy(warp_cv2(source, maps, antialias)).permute(0, 3, 1, 2)
+                crops = crops.to(self.device)
             else:
                 crops = warp_torch(source, maps, antialias=antialias)
             crops = encode_gamma(crops, part.gammas, encoding)

@@ -68,6 +68,19 @@ def test_real_model_batch_size_and_all_augmentations():
     assert np.all(every.poses3d.std(1).sum(-1) > 0)  # augmentations really differ
 
 
+@pytest.mark.parametrize('antialias', [1, 2])
+def test_cv2_and_batched_torch_crop_paths_agree_end_to_end(antialias):
+    torch.manual_seed(0)
+    cfg = ModelConfig(backbone='resnet18', joint_names=SKELETON.joint_names, crop_side=128)
+    model = Metrabs(cfg)
+    _, boxes = people()
+    results = [PoseEstimator(model, device='cpu', crop_backend=backend).estimate_poses(
+        IMAGE, boxes, CAMERA, num_aug=3, antialias_factor=antialias) for backend in ('cv2', 'torch')]
+    difference = np.abs(results[0].poses3d - results[1].poses3d).max()
+    print(f'antialias {antialias}: max |cv2 - torch| pose difference {difference * 1000:.3f} mm')
+    assert difference < 0.01
+
+
 def test_world_frame_with_extrinsics():
     angle = np.deg2rad(20)
     extrinsic = np.eye(4)
