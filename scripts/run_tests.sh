@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Run the test suite in the project's virtual environment; fails if no test ran (pytest exit 5).
+# Run the test suite in the project's environment (see setup_env.sh); extra arguments go to
+# pytest. Fails if no test ran (pytest exit 5).
 set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-venv="${VENV:-$root/.venv}"
 cd "$root"
-"$venv/bin/python" -m pytest "$@"
+. scripts/env.sh
+python -m pytest "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then
   echo "run_tests: pytest collected no tests; failing" >&2

@@ -1,0 +1,12 @@
+# Source this (POSIX sh / bash) for a shell with the venv, ROS 2 and the built messages:
+#   . scripts/env.sh
+_metrabs_root="$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")/.." && pwd)"
+. "${METRABS_VENV:-$HOME/.cache/metrabs_ros/venv}/bin/activate"
+export AMENT_PREFIX_PATH="$VIRTUAL_ENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
+if [ -f "$_metrabs_root/install/setup.sh" ]; then
+  case $- in *u*) _metrabs_nounset=1; set +u ;; esac  # colcon's setup.sh reads unset variables
+  . "$_metrabs_root/install/setup.sh"
+  [ -n "${_metrabs_nounset:-}" ] && set -u
+  unset _metrabs_nounset
+fi
+unset _metrabs_root
