@@ -1,0 +1,87 @@
+"""The node's parameters, described once: name, default, description, range, read-only."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                SetParametersResult)
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    default: object
+    description: str
+    read_only: bool = False
+    range: tuple[float, float] | None = None
+    choices: tuple[str, ...] = ()
+
+    def descriptor(self) -> ParameterDescriptor:
+        descriptor = ParameterDescriptor(name=self.name, read_only=self.read_only,
+                                         description=self.description)
+        if self.choices:
+            descriptor.additional_constraints = 'one of: ' + ', '.join(self.choices)
+        if self.range is not None and isinstance(self.default, int) and not isinstance(
+                self.default, bool):
+            descriptor.integer_range = [IntegerRange(
+                from_value=int(self.range[0]), to_value=int(self.range[1]), step=1)]
+        elif self.range is not None:
+            descriptor.floating_point_range = [FloatingPointRange(
+                from_value=float(self.range[0]), to_value=float(self.range[1]), step=0.0)]
+        return descriptor
+
+
+PARAMETERS = (
+    # Loaded at configure: read-only.
+    Param('model_path', '', 'model directory (metrabs_ros checkpoint or official release)', True),
+    Param('detector', '', "person detector: TorchScript file or 'architecture:weights_file'",
+          True),
+    Param('device', 'auto', 'auto, cpu or cuda', True, choices=('auto', 'cpu', 'cuda')),
+    Param('skeleton', '', "output joint set; '' = the model's first", True),
+    Param('reliability', 'best_effort', 'input QoS reliability', True,
+          choices=('best_effort', 'reliable')),
+    Param('queue_size', 10, 'synchronizer queue (pending stamps)', True, (1, 1000)),
+    Param('smoothing', 'none', 'joint smoothing across frames', True,
+          choices=('none', 'ema', 'one_euro')),
+    Param('autostart', True, 'configure and activate at start', True),
+    # Changeable at runtime.
+    Param('default_fov_degrees', 55.0, 'field of view used when CameraInfo has no K',
+          range=(1.0, 179.0)),
+    Param('num_aug', 1, 'test-time augmentations per person', range=(1, 20)),
+    Param('internal_batch_size', 64, 'crops per model call', range=(1, 1024)),
+    Param('antialias_factor', 1, 'crop supersampling factor', range=(1, 4)),
+    Param('detector_threshold', 0.3, 'detector score threshold', range=(0.0, 1.0)),
+    Param('detector_nms_iou_threshold', 0.7, 'detector NMS IoU threshold', range=(0.0, 1.0)),
+    Param('max_detections', -1, 'people per image, -1 = no limit', range=(-1, 1000)),
+    Param('suppress_implausible_poses', True, 'drop implausible poses and duplicates'),
+    Param('track_max_distance_m', 0.5, 'tracking: max root motion between frames',
+          range=(0.01, 10.0)),
+    Param('track_max_age_s', 1.0, 'tracking: forget people unseen this long', range=(0.0, 60.0)),
+    Param('stale_after_s', 1.0, 'skip frames whose stamp is older than this (0 = never)',
+          range=(0.0, 3600.0)),
+    Param('publish_markers', True, 'publish RViz markers'),
+    Param('marker_lifetime_s', 0.5, 'marker lifetime', range=(0.0, 60.0)),
+    Param('publish_debug_image', False, 'publish the input with 2D skeletons drawn'),
+    Param('publish_tf', True, 'publish a TF frame per person'),
+    Param('tf_frame_prefix', 'body_', 'TF child frame prefix, followed by the track id'),
+    Param('tf_root_joint', 'pelv', "joint at the person frame's origin ('' = mean of joints)"),
+    Param('diagnostics_period_s', 1.0, 'diagnostics publishing period', True, (0.05, 60.0)),
+)
+
+
+def declare_all(node) -> dict:
+    """Declare every parameter on node; return {name: value}."""
+    for p in PARAMETERS:
+        node.declare_parameter(p.name, p.default, p.descriptor())
+    return {p.name: node.get_parameter(p.name).value for p in PARAMETERS}
+
+
+def validate_choices(params) -> SetParametersResult:
+    """Reject values outside a parameter's choices (ranges are checked by rclpy itself)."""
+    choices = {p.name: p.choices for p in PARAMETERS if p.choices}
+    for param in params:
+        allowed = choices.get(param.name)
+        if allowed and param.value not in allowed:
+            return SetParametersResult(
+                successful=False, reason=f'{param.name} must be one of {", ".join(allowed)}')
+    return SetParametersResult(successful=True)

@@ -1,0 +1,270 @@
+"""The metrabs_ros pose node: synchronized Image + CameraInfo in; skeletons, markers, TF out.
+
+Lifecycle: configure loads and warms up the model and detector and creates publishers; activate
+subscribes; deactivate unsubscribes; cleanup releases the model. With autostart (default) the
+node configures and activates itself. Inference runs on a worker thread that always takes the
+newest synchronized frame; frames arriving while it is busy are dropped and counted.
+
+Topics (relative, remappable): in ``image``, ``camera_info``; out ``skeletons``
+(metrabs_ros/SkeletonArray), ``markers`` (visualization_msgs/MarkerArray), ``debug_image``,
+``/tf`` and ``/diagnostics``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image
+from visualization_msgs.msg import MarkerArray
+
+from metrabs_ros.detection import DetectorError, load_detector
+from metrabs_ros.estimator import PoseEstimator
+from metrabs_ros.msg import SkeletonArray
+from metrabs_ros.ros import conversions
+from metrabs_ros.ros.compat import import_message_filters
+from metrabs_ros.ros.latest_frame import LatestFrame
+from metrabs_ros.ros.parameters import declare_all, validate_choices
+from metrabs_ros.tracking import PoseTracker
+from metrabs_ros.visualization import draw_skeletons
+from metrabs_ros.weights import CheckpointError, load_model
+
+message_filters = import_message_filters()
+WARN_PERIOD_S = 5.0
+
+
+class PoseNode(LifecycleNode):
+    """MeTRAbs on a camera stream (see the module docstring)."""
+
+    def __init__(self, **kwargs):
+        super().__init__('metrabs_pose', **kwargs)
+        self.params = declare_all(self)
+        self.add_on_set_parameters_callback(validate_choices)
+        self.add_post_set_parameters_callback(self._parameters_changed)
+        self.frames = LatestFrame()
+        self.estimator: PoseEstimator | None = None
+        self.tracker: PoseTracker | None = None
+        self.subscribers, self.synchronizer, self.worker = [], None, None
+        self.publishers_: dict = {}
+        self.stats = dict(processed=0, failed=0, stale=0, people=0, inference_ms=0.0,
+                          last_output=None, output_times=[])
+        self.last_warned: dict[str, float] = {}
+        if self.params['autostart']:
+            self.trigger_configure()
+            self.trigger_activate()
+
+    # Lifecycle -------------------------------------------------------------------------------
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        p = self.params
+        if not p['model_path']:
+            self.get_logger().error('model_path is not set: give a model directory')
+            return TransitionCallbackReturn.FAILURE
+        try:
+            model = load_model(p['model_path'])
+            detector = load_detector(p['detector']) if p['detector'] else None
+            if detector is None:
+                raise DetectorError('detector is not set: give a TorchScript file or '
+                                    "'architecture:weights_file'")
+            self.estimator = PoseEstimator(model, detector, device=p['device'])
+            self._warm_up()
+        except (CheckpointError, DetectorError, ValueError) as e:
+            self.get_logger().error(f'configure failed: {e}')
+            return TransitionCallbackReturn.FAILURE
+        self.tracker = PoseTracker(p['track_max_distance_m'], p['track_max_age_s'],
+                                   smoothing=p['smoothing'])
+        self.publishers_ = dict(
+            skeletons=self.create_lifecycle_publisher(SkeletonArray, 'skeletons', 10),
+            markers=self.create_lifecycle_publisher(MarkerArray, 'markers', 10),
+            debug_image=self.create_lifecycle_publisher(Image, 'debug_image', 1),
+            # Diagnostics also report while inactive: a plain publisher.
+            diagnostics=self.create_publisher(DiagnosticArray, '/diagnostics', 10))
+        self.tf_broadcaster = self._make_tf_broadcaster()
+        self.diagnostics_timer = self.create_timer(p['diagnostics_period_s'],
+                                                   self._publish_diagnostics)
+        self.get_logger().info(
+            f'configured: model {p["model_path"]} on {self.estimator.device}, '
+            f'skeleton {p["skeleton"] or model.output_skeletons.default}')
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state) -> TransitionCallbackReturn:
+        qos = QoSProfile(depth=qos_profile_sensor_data.depth,
+                         history=qos_profile_sensor_data.history,
+                         reliability=ReliabilityPolicy.RELIABLE
+                         if self.params['reliability'] == 'reliable'
+                         else ReliabilityPolicy.BEST_EFFORT)
+        self.subscribers = [message_filters.Subscriber(self, Image, 'image', qos_profile=qos),
+                            message_filters.Subscriber(self, CameraInfo, 'camera_info',
+                                                       qos_profile=qos)]
+        self.synchronizer = message_filters.TimeSynchronizer(
+            self.subscribers, self.params['queue_size'])
+        self.synchronizer.registerCallback(lambda image, info: self.frames.put((image, info)))
+        self.frames.reopen()
+        self.worker = threading.Thread(target=self._work, name='metrabs_worker', daemon=True)
+        self.worker.start()
+        return super().on_activate(state)
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        for subscriber in self.subscribers:
+            self.destroy_subscription(subscriber.sub)
+        self.subscribers, self.synchronizer = [], None
+        self.frames.close()
+        if self.worker is not None:
+            self.worker.join(timeout=10)
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state) -> TransitionCallbackReturn:
+        self.estimator = self.tracker = None
+        for name, publisher in self.publishers_.items():
+            if name == 'diagnostics':
+                self.destroy_publisher(publisher)
+            else:
+                self.destroy_lifecycle_publisher(publisher)
+        self.publishers_ = {}
+        self.destroy_timer(self.diagnostics_timer)
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        self.frames.close()
+        return TransitionCallbackReturn.SUCCESS
+
+    # Processing ------------------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            pair = self.frames.take()
+            if pair is None:
+                return
+            self._process(*pair)
+
+    def _process(self, image_msg: Image, info_msg: CameraInfo) -> None:
+        p = self.params
+        stamp_s = image_msg.header.stamp.sec + image_msg.header.stamp.nanosec * 1e-9
+        age_s = self.get_clock().now().nanoseconds * 1e-9 - stamp_s
+        if p['stale_after_s'] > 0 and age_s > p['stale_after_s']:
+            self.stats['stale'] += 1
+            self._warn(f'skipping a frame {age_s:.2f} s old (stale_after_s '
+                       f'{p["stale_after_s"]}); is the clock or the camera behind?', key='stale')
+            return
+        try:
+            rgb = conversions.image_to_rgb(image_msg)
+            camera, warning = conversions.camera_from_info(
+                info_msg, p['default_fov_degrees'], (rgb.shape[1], rgb.shape[0]))
+            if warning:
+                self._warn(warning, key='fov')
+            start = time.perf_counter()
+            result = self.estimator.detect_poses(
+                rgb, camera, num_aug=p['num_aug'], internal_batch_size=p['internal_batch_size'],
+                antialias_factor=p['antialias_factor'], skeleton=p['skeleton'] or None,
+                detector_threshold=p['detector_threshold'],
+                detector_nms_iou_threshold=p['detector_nms_iou_threshold'],
+                max_detections=p['max_detections'],
+                suppress_implausible_poses=p['suppress_implausible_poses'])
+            elapsed_ms = (time.perf_counter() - start) * 1000
+        except ValueError as e:  # InputError included
+            self.stats['failed'] += 1
+            self._warn(f'skipping a frame: {e}', key=str(e)[:30], throttle=True)
+            return
+        ids, poses = self.tracker.update(result.poses3d, stamp_s)
+        result = dataclasses.replace(result, poses3d=poses)
+        self._publish(result, ids, image_msg, rgb)
+        self.stats.update(processed=self.stats['processed'] + 1, people=len(result),
+                          inference_ms=elapsed_ms)
+        self.stats['output_times'] = (self.stats['output_times'] + [time.monotonic()])[-30:]
+
+    def _publish(self, result, ids, image_msg: Image, rgb: np.ndarray) -> None:
+        header, p = image_msg.header, self.params
+        self.publishers_['skeletons'].publish(conversions.skeleton_array_msg(result, ids, header))
+        if p['publish_markers']:
+            self.publishers_['markers'].publish(conversions.marker_array_msg(
+                result, ids, header, p['marker_lifetime_s']))
+        if p['publish_tf'] and self.tf_broadcaster is not None and len(result):
+            self.tf_broadcaster.sendTransform(conversions.transforms(
+                result, ids, header, p['tf_root_joint'] or None, p['tf_frame_prefix']))
+        if p['publish_debug_image']:
+            drawn = draw_skeletons(rgb, result.poses2d, result.skeleton.edges, ids, result.boxes)
+            self.publishers_['debug_image'].publish(Image(
+                header=header, height=drawn.shape[0], width=drawn.shape[1], encoding='rgb8',
+                step=drawn.shape[1] * 3, data=drawn.tobytes()))
+
+    # Support ---------------------------------------------------------------------------------
+    def _warm_up(self) -> None:
+        side = self.estimator.model.config.crop_side
+        blank = np.zeros((side * 2, side * 2, 3), np.uint8)
+        self.estimator.estimate_poses(blank, np.array([[side / 2, side / 2, side, side]]),
+                                      num_aug=1)
+
+    def _make_tf_broadcaster(self):
+        try:
+            from tf2_ros import TransformBroadcaster
+        except ImportError:
+            try:
+                from metrabs_ros.ros.compat import TransformBroadcaster
+            except ImportError:
+                self.get_logger().warning('neither tf2_ros nor tf2_msgs is importable: no TF')
+                return None
+        return TransformBroadcaster(self)
+
+    def _parameters_changed(self, params) -> None:
+        for param in params:
+            self.params[param.name] = param.value
+            if param.name.startswith('track_') and self.tracker is not None:
+                self.tracker.max_distance_m = self.params['track_max_distance_m']
+                self.tracker.max_age_s = self.params['track_max_age_s']
+
+    def _warn(self, message: str, key: str, throttle: bool = False) -> None:
+        """Log once per key, or with throttle at most every WARN_PERIOD_S seconds per key."""
+        now = time.monotonic()
+        last = self.last_warned.get(key)
+        if last is None or (throttle and now - last >= WARN_PERIOD_S):
+            self.last_warned[key] = now
+            self.get_logger().warning(message)
+
+    def _publish_diagnostics(self) -> None:
+        if 'diagnostics' not in self.publishers_:
+            return
+        s, frames = self.stats, self.frames
+        times = s['output_times']
+        fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and \
+            times[-1] > times[0] else 0.0
+        status = DiagnosticStatus(name='metrabs_ros: pose node', hardware_id=str(
+            self.estimator.device if self.estimator else 'none'))
+        if frames.received == 0:
+            status.level, status.message = DiagnosticStatus.WARN, \
+                'no synchronized image + camera_info received yet'
+        elif s['failed'] or s['stale']:
+            status.level, status.message = DiagnosticStatus.WARN, 'some frames were skipped'
+        else:
+            status.level, status.message = DiagnosticStatus.OK, 'running'
+        values = dict(inference_ms=f'{s["inference_ms"]:.1f}', output_fps=f'{fps:.2f}',
+                      frames_received=frames.received, frames_dropped=frames.dropped,
+                      frames_processed=s['processed'], frames_failed=s['failed'],
+                      frames_stale=s['stale'], people=s['people'],
+                      model=self.params['model_path'], device=status.hardware_id)
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.publishers_['diagnostics'].publish(msg)
+
+
+def main(args=None) -> None:
+    rclpy.init(args=args)
+    node = PoseNode()
+    executor = MultiThreadedExecutor()
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.frames.close()
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == '__main__':
+    main()
