@@ -167,3 +167,70 @@ def test_bad_frames_are_skipped_and_the_next_good_one_served(camera, node_proces
         lambda: camera.diagnostics[-1].status[0].level == DiagnosticStatus.WARN, 5)
     log = node_process[1].read_text()
     assert all(message in log for _, _, message in bad_frames)
+
+
+def test_runtime_parameters_take_effect_and_read_only_are_refused(camera, node_process):
+    from rclpy.parameter import Parameter
+    from rclpy.parameter_client import AsyncParameterClient
+    client = AsyncParameterClient(camera.node, '/cam/metrabs_pose')
+    assert client.wait_for_services(timeout_sec=10)
+
+    def set_parameters(*params):
+        future = client.set_parameters(list(params))
+        assert camera.spin_until(future.done, 10)
+        return future.result().results
+
+    # The fixed detector scores its two people 0.9 and 0.8: a 0.85 threshold keeps one.
+    [result] = set_parameters(Parameter('detector_threshold', value=0.85))
+    assert result.successful
+    camera.publish(300)
+    assert camera.spin_until(lambda: any(m.header.stamp.sec == 300 for m in camera.skeletons), 60)
+    assert len([m for m in camera.skeletons if m.header.stamp.sec == 300][0].skeletons) == 1
+    [result] = set_parameters(Parameter('detector_threshold', value=0.3))
+    assert result.successful
+
+    refused = set_parameters(Parameter('model_path', value='/elsewhere'),
+                             Parameter('num_aug', value=500),
+                             Parameter('device', value='cuda'))
+    assert not any(r.successful for r in refused)
+    assert 'read-only' in refused[0].reason.lower() or 'read only' in refused[0].reason.lower()
+
+
+def settled_diagnostics(camera, quiet_s: float = 1.0) -> dict:
+    """Diagnostics once nothing is in flight: spin quiet_s (several publishing periods)."""
+    deadline = time.monotonic() + quiet_s
+    while time.monotonic() < deadline:
+        rclpy.spin_once(camera.node, timeout_sec=0.05)
+    return diagnostic_values(camera)
+
+
+def rss_kib(pid: int) -> int:
+    with open(f'/proc/{pid}/status') as f:
+        return int(next(line for line in f if line.startswith('VmRSS')).split()[1])
+
+
+def test_flood_keeps_only_the_latest_frame(camera, node_process):
+    process = node_process[0]
+    before = settled_diagnostics(camera)
+    rss_before = rss_kib(process.pid)
+    published = 0
+    start = time.monotonic()
+    while time.monotonic() - start < 4.0:  # ~100 Hz for 4 s
+        camera.publish(1000 + published)
+        published += 1
+        rclpy.spin_once(camera.node, timeout_sec=0.0)
+        time.sleep(0.01)
+    last = 1000 + published - 1
+    assert camera.spin_until(lambda: any(m.header.stamp.sec == last for m in camera.skeletons), 60)
+    after = settled_diagnostics(camera)
+    received = int(after['frames_received']) - int(before['frames_received'])
+    processed = int(after['frames_processed']) - int(before['frames_processed'])
+    dropped = int(after['frames_dropped']) - int(before['frames_dropped'])
+    outputs = len([m for m in camera.skeletons if m.header.stamp.sec >= 1000])
+    print(f'flood: published {published}, received {received}, processed {processed}, '
+          f'dropped {dropped}, outputs {outputs}, RSS {rss_before} -> {rss_kib(process.pid)} KiB')
+    assert 0 < received <= published  # KEEP_LAST queues may shed some of a flood before sync
+    assert dropped > 0 and processed < received
+    assert processed + dropped == received  # every frame is either served or counted as dropped
+    assert outputs == processed
+    assert rss_kib(process.pid) - rss_before < 100 * 1024  # no growth with the backlog
