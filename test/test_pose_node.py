@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from metrabs_ros.msg import SkeletonArray  # noqa: E402
 from metrabs_ros.skeletons import get_skeleton  # noqa: E402
 from metrabs_ros.weights import save_checkpoint  # noqa: E402
 
+REPO = Path(__file__).resolve().parents[1]
 SKELETON = get_skeleton('smpl_24')
 BOXES_XYXY = [[40.0, 30.0, 110.0, 200.0, 0.9], [180.0, 40.0, 240.0, 190.0, 0.8]]
 WIDTH, HEIGHT = 320, 240
@@ -59,8 +61,10 @@ def node_process(ros_env, tmp_path_factory):
     save_checkpoint(Metrabs(cfg), root / 'model')
     torch.jit.script(FixedBoxes()).save(str(root / 'detector.ts'))
     log = open(root / 'node.log', 'w')
+    # As pose.launch.py starts it: the installed executable with the package's params.yaml.
     process = subprocess.Popen(
-        [sys.executable, '-m', 'metrabs_ros.ros.pose_node', '--ros-args',
+        [sys.executable, str(REPO / 'nodes' / 'pose_node'), '--ros-args',
+         '--params-file', str(REPO / 'config' / 'params.yaml'),
          '-r', '__ns:=/cam', '-p', f'model_path:={root / "model"}',
          '-p', f'detector:={root / "detector.ts"}', '-p', 'suppress_implausible_poses:=false',
          '-p', 'reliability:=reliable', '-p', 'stale_after_s:=0.0',
