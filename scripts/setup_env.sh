@@ -44,12 +44,16 @@ np_include="$("$venv/bin/python" -c 'import numpy; print(numpy.get_include())')"
 pip install -e "$root[test]"
 
 # Build the messages; --symlink-install keeps the installed Python modules pointing at the source.
+# Without a ROS 2 install there is no tf2_msgs: build the test fixture that stands in for it.
+base_paths=("$root")
+"$venv/bin/python" -c 'import tf2_msgs' 2>/dev/null || base_paths+=("$root/test/fixtures/tf2_msgs")
 (
   export AMENT_PREFIX_PATH="$venv" CMAKE_PREFIX_PATH="$venv" PATH="$venv/bin:$PATH"
   cd "$root"
-  colcon build --symlink-install --base-paths "$root" --build-base build --install-base install \
+  colcon build --symlink-install --base-paths "${base_paths[@]}" --build-base build \
+      --install-base install \
       --cmake-args -DBUILD_TESTING=OFF -DPython3_EXECUTABLE="$venv/bin/python" > build.log 2>&1 \
     || { tail -40 build.log; echo "setup_env: colcon build failed (full log: build.log)" >&2; exit 1; }
 )
 . "$root/scripts/env.sh"
-python -c 'import torch, torchvision, rclpy, metrabs_ros.msg; print("environment ready: torch", torch.__version__, "| rclpy + metrabs_ros messages")'
+python -c 'import torch, torchvision, rclpy, metrabs_ros.msg, tf2_msgs.msg; print("environment ready: torch", torch.__version__, "| rclpy + metrabs_ros and tf2 messages")'

@@ -87,7 +87,9 @@ class Camera:
         qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self.image_pub = self.node.create_publisher(Image, 'image', qos)
         self.info_pub = self.node.create_publisher(CameraInfo, 'camera_info', qos)
-        self.skeletons, self.markers, self.diagnostics = [], [], []
+        self.skeletons, self.markers, self.diagnostics, self.tf = [], [], [], []
+        from tf2_msgs.msg import TFMessage
+        self.node.create_subscription(TFMessage, '/tf', self.tf.append, 100)
         self.node.create_subscription(SkeletonArray, 'skeletons', self.skeletons.append, 10)
         self.node.create_subscription(MarkerArray, 'markers', self.markers.append, 10)
         self.node.create_subscription(DiagnosticArray, '/diagnostics', self.diagnostics.append, 10)
@@ -148,6 +150,15 @@ def test_skeletons_markers_and_diagnostics_over_dds(camera, node_process):
     marker_msg = camera.markers[-1]
     assert marker_msg.markers[0].action == Marker.DELETEALL
     assert sorted(m.id for m in marker_msg.markers if m.ns == 'bones') == ids
+    assert camera.spin_until(lambda: any(t.header.stamp.sec == 103 for m in camera.tf
+                                         for t in m.transforms), 10)
+    frames = [t for m in camera.tf for t in m.transforms if t.header.stamp.sec == 103]
+    assert sorted(t.child_frame_id for t in frames) == [f'body_{i}' for i in ids]
+    assert all(t.header.frame_id == 'cam_optical' for t in frames)
+    pelvis = by_stamp[103].skeletons[0].joints3d[SKELETON.index('pelv')]
+    body = next(t for t in frames if t.child_frame_id == f'body_{by_stamp[103].skeletons[0].id}')
+    np.testing.assert_allclose([body.transform.translation.x, body.transform.translation.y,
+                                body.transform.translation.z], [pelvis.x, pelvis.y, pelvis.z])
     assert camera.spin_until(lambda: int(diagnostic_values(camera)['frames_processed']) >= 4, 5)
     assert diagnostic_values(camera)['device'] == 'cpu'
 

@@ -1,9 +1,10 @@
-"""The subset of ROS 2 message_filters that the node uses, for pip-only environments.
+"""The subsets of ROS 2 message_filters and tf2_ros that the node uses, for pip-only environments.
 
-Where the upstream package is importable, the node imports it instead (see import_message_filters);
-this module offers the same names and call signatures so the node's code path is identical:
+Where the upstream packages are importable, the node imports them instead; this module offers the
+same names and call signatures so the node's code path is identical:
 ``Subscriber(node, msg_type, topic, qos_profile=...)`` with ``.sub`` and ``registerCallback``,
-and ``TimeSynchronizer(subscribers, queue_size)`` calling back with exactly matching stamps.
+``TimeSynchronizer(subscribers, queue_size)`` calling back with exactly matching stamps, and
+``TransformBroadcaster(node).sendTransform(transforms)`` publishing tf2_msgs/TFMessage on /tf.
 """
 from __future__ import annotations
 
@@ -63,6 +64,19 @@ class TimeSynchronizer(SimpleFilter):
             for old in [s for s in self.pending if s < stamp]:
                 del self.pending[old]
         self.signalMessage(*slots)
+
+
+class TransformBroadcaster:
+    """Publishes TransformStamped messages on /tf (needs the tf2_msgs interface package)."""
+
+    def __init__(self, node, qos=100):
+        from tf2_msgs.msg import TFMessage  # ImportError where no tf2_msgs is built
+        self.message_type = TFMessage
+        self.publisher = node.create_publisher(TFMessage, '/tf', qos)
+
+    def sendTransform(self, transform):  # noqa: N802 (upstream name)
+        transforms = list(transform) if isinstance(transform, (list, tuple)) else [transform]
+        self.publisher.publish(self.message_type(transforms=transforms))
 
 
 def import_message_filters():

@@ -202,12 +202,12 @@ class PoseNode(LifecycleNode):
         try:
             from tf2_ros import TransformBroadcaster
         except ImportError:
-            try:
-                from metrabs_ros.ros.compat import TransformBroadcaster
-            except ImportError:
-                self.get_logger().warning('neither tf2_ros nor tf2_msgs is importable: no TF')
-                return None
-        return TransformBroadcaster(self)
+            from metrabs_ros.ros.compat import TransformBroadcaster
+        try:
+            return TransformBroadcaster(self)
+        except ImportError:
+            self.get_logger().warning('neither tf2_ros nor tf2_msgs is importable: no TF output')
+            return None
 
     def _parameters_changed(self, params) -> None:
         for param in params:
