@@ -37,7 +37,9 @@ def generate_launch_description():
         namespace=args['camera'], output='screen',
         parameters=[args['params_file'], {key: args[key] for key in (
             'model_path', 'detector', 'device', 'skeleton')}],
-        remappings=[('image', args['image_topic']), ('camera_info', args['camera_info_topic'])])
+        remappings=[('image', args['image_topic']),
+                    ('image/compressed', [args['image_topic'], '/compressed']),
+                    ('camera_info', args['camera_info_topic'])])
     rviz = Node(package='rviz2', executable='rviz2', name='metrabs_rviz',
                 arguments=['-d', os.path.join(share, 'config', 'metrabs.rviz')],
                 condition=IfCondition(args['rviz']))

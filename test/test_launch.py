@@ -61,8 +61,9 @@ def test_launch_arguments_node_and_remappings(launch_description):
     nodes = [a for a in launch_description if type(a).__name__ == 'Node']
     pose = next(n for n in nodes if n.kwargs['executable'] == 'pose_node')
     assert pose.kwargs['package'] == 'metrabs_ros' and pose.kwargs['namespace'] == '$(camera)'
-    assert dict(pose.kwargs['remappings']) == {'image': '$(image_topic)',
-                                               'camera_info': '$(camera_info_topic)'}
+    assert dict(pose.kwargs['remappings']) == {
+        'image': '$(image_topic)', 'image/compressed': ['$(image_topic)', '/compressed'],
+        'camera_info': '$(camera_info_topic)'}
     overrides = pose.kwargs['parameters'][1]
     assert set(overrides) <= {p.name for p in PARAMETERS}
     rviz = next(n for n in nodes if n.kwargs['executable'] == 'rviz2')

@@ -130,3 +130,26 @@ def test_transforms_root_and_joint_frames():
     assert (wrist.header.frame_id, wrist.child_frame_id) == ('body_9', 'body_9/lwri')
     t = wrist.transform.translation
     np.testing.assert_allclose([t.x, t.y, t.z], result.poses3d[1][result.skeleton.index('lwri')] - pelvis)
+
+
+def test_compressed_png_decodes_exactly_and_jpeg_approximately():
+    import cv2
+    from sensor_msgs.msg import CompressedImage
+    from metrabs_ros.ros.conversions import compressed_to_rgb
+    png = CompressedImage(format='png', data=cv2.imencode('.png', RGB[..., ::-1])[1].tobytes())
+    np.testing.assert_array_equal(compressed_to_rgb(png), RGB)
+    smooth = np.tile(np.linspace(0, 255, 64, dtype=np.uint8)[None, :, None], (32, 1, 3))
+    jpeg = CompressedImage(format='jpeg', data=cv2.imencode('.jpg', smooth)[1].tobytes())
+    assert np.abs(compressed_to_rgb(jpeg).astype(int) - smooth).mean() < 3
+    with pytest.raises(InputError, match='cannot decode'):
+        compressed_to_rgb(CompressedImage(format='jpeg', data=b'not an image'))
+    with pytest.raises(InputError, match='empty'):
+        compressed_to_rgb(CompressedImage(format='jpeg', data=b''))
+    with pytest.raises(InputError, match='exceeds max_image_pixels'):
+        compressed_to_rgb(png, max_pixels=10)
+
+
+def test_oversized_raw_image_is_rejected_before_copying():
+    msg = Image(height=4000, width=5000, encoding='rgb8', step=15000, data=b'')
+    with pytest.raises(InputError, match='exceeds max_image_pixels'):
+        image_to_rgb(msg, max_pixels=10_000_000)

@@ -6,6 +6,7 @@ geometry_msgs/TransformStamped frames, all from the same pose arrays, in metres.
 """
 from __future__ import annotations
 
+import cv2
 import numpy as np
 from builtin_interfaces.msg import Duration
 from geometry_msgs.msg import Point, TransformStamped
@@ -31,13 +32,12 @@ class InputError(ValueError):
     """An input message that cannot be used (one clear reason)."""
 
 
-def image_to_rgb(msg) -> np.ndarray:
+def image_to_rgb(msg, max_pixels: int = 50_000_000) -> np.ndarray:
     """sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, mono8) -> (H, W, 3) uint8 RGB array."""
+    check_size(msg.width, msg.height, max_pixels)
     if msg.encoding not in ENCODINGS:
         raise InputError(f'unsupported image encoding {msg.encoding!r}; '
                          f'supported: {", ".join(ENCODINGS)}')
-    if msg.width == 0 or msg.height == 0:
-        raise InputError(f'empty image ({msg.width}x{msg.height})')
     channels, order = ENCODINGS[msg.encoding]
     row_bytes = msg.width * channels
     if msg.step < row_bytes or len(msg.data) < msg.step * msg.height:
@@ -47,6 +47,26 @@ def image_to_rgb(msg) -> np.ndarray:
     pixels = data.reshape(msg.height, msg.step)[:, :row_bytes].reshape(
         msg.height, msg.width, channels)
     return np.ascontiguousarray(pixels[..., order])
+
+
+def compressed_to_rgb(msg, max_pixels: int = 50_000_000) -> np.ndarray:
+    """sensor_msgs/CompressedImage (JPEG, PNG, ... as OpenCV decodes) -> (H, W, 3) uint8 RGB."""
+    data = np.frombuffer(bytes(msg.data), dtype=np.uint8)
+    if data.size == 0:
+        raise InputError('empty compressed image')
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise InputError(f'cannot decode compressed image (format {msg.format!r})')
+    check_size(bgr.shape[1], bgr.shape[0], max_pixels)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def check_size(width: int, height: int, max_pixels: int) -> None:
+    """Raise InputError for an empty image or one of more than max_pixels pixels."""
+    if width == 0 or height == 0:
+        raise InputError(f'empty image ({width}x{height})')
+    if width * height > max_pixels:
+        raise InputError(f'image of {width}x{height} exceeds max_image_pixels ({max_pixels})')
 
 
 def camera_from_info(msg, default_fov_degrees: float, image_size: tuple[int, int]):

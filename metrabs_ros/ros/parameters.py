@@ -44,6 +44,8 @@ PARAMETERS = (
     Param('smoothing', 'none', 'joint smoothing across frames', True,
           choices=('none', 'ema', 'one_euro')),
     Param('autostart', True, 'configure and activate at start', True),
+    Param('compressed_input', False,
+          'subscribe to image/compressed (sensor_msgs/CompressedImage) instead of image', True),
     # Changeable at runtime.
     Param('default_fov_degrees', 55.0, 'field of view used when CameraInfo has no K',
           range=(1.0, 179.0)),
@@ -57,6 +59,7 @@ PARAMETERS = (
     Param('track_max_distance_m', 0.5, 'tracking: max root motion between frames',
           range=(0.01, 10.0)),
     Param('track_max_age_s', 1.0, 'tracking: forget people unseen this long', range=(0.0, 60.0)),
+    Param('max_image_pixels', 50_000_000, 'reject larger images', range=(1, 1_000_000_000)),
     Param('stale_after_s', 1.0, 'skip frames whose stamp is older than this (0 = never)',
           range=(0.0, 3600.0)),
     Param('publish_markers', True, 'publish RViz markers'),

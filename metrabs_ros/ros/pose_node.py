@@ -5,7 +5,8 @@ subscribes; deactivate unsubscribes; cleanup releases the model. With autostart 
 node configures and activates itself. Inference runs on a worker thread that always takes the
 newest synchronized frame; frames arriving while it is busy are dropped and counted.
 
-Topics (relative, remappable): in ``image``, ``camera_info``; out ``skeletons``
+Topics (relative, remappable): in ``image`` (or ``image/compressed`` with compressed_input),
+``camera_info``; out ``skeletons``
 (metrabs_ros/SkeletonArray), ``markers`` (visualization_msgs/MarkerArray), ``debug_image``,
 ``/tf`` and ``/diagnostics``.
 """
@@ -21,7 +22,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from visualization_msgs.msg import MarkerArray
 
 from metrabs_ros.detection import DetectorError, load_detector
@@ -98,7 +99,10 @@ class PoseNode(LifecycleNode):
                          reliability=ReliabilityPolicy.RELIABLE
                          if self.params['reliability'] == 'reliable'
                          else ReliabilityPolicy.BEST_EFFORT)
-        self.subscribers = [message_filters.Subscriber(self, Image, 'image', qos_profile=qos),
+        image_type, image_topic = (CompressedImage, 'image/compressed') \
+            if self.params['compressed_input'] else (Image, 'image')
+        self.subscribers = [message_filters.Subscriber(self, image_type, image_topic,
+                                                       qos_profile=qos),
                             message_filters.Subscriber(self, CameraInfo, 'camera_info',
                                                        qos_profile=qos)]
         self.synchronizer = message_filters.TimeSynchronizer(
@@ -141,7 +145,7 @@ class PoseNode(LifecycleNode):
                 return
             self._process(*pair)
 
-    def _process(self, image_msg: Image, info_msg: CameraInfo) -> None:
+    def _process(self, image_msg: Image | CompressedImage, info_msg: CameraInfo) -> None:
         p = self.params
         stamp_s = image_msg.header.stamp.sec + image_msg.header.stamp.nanosec * 1e-9
         age_s = self.get_clock().now().nanoseconds * 1e-9 - stamp_s
@@ -151,7 +155,9 @@ class PoseNode(LifecycleNode):
                        f'{p["stale_after_s"]}); is the clock or the camera behind?', key='stale')
             return
         try:
-            rgb = conversions.image_to_rgb(image_msg)
+            to_rgb = conversions.compressed_to_rgb if isinstance(image_msg, CompressedImage) \
+                else conversions.image_to_rgb
+            rgb = to_rgb(image_msg, p['max_image_pixels'])
             camera, warning = conversions.camera_from_info(
                 info_msg, p['default_fov_degrees'], (rgb.shape[1], rgb.shape[0]))
             if warning:
@@ -176,7 +182,7 @@ class PoseNode(LifecycleNode):
                           inference_ms=elapsed_ms)
         self.stats['output_times'] = (self.stats['output_times'] + [time.monotonic()])[-30:]
 
-    def _publish(self, result, ids, image_msg: Image, rgb: np.ndarray) -> None:
+    def _publish(self, result, ids, image_msg, rgb: np.ndarray) -> None:
         header, p = image_msg.header, self.params
         self.publishers_['skeletons'].publish(conversions.skeleton_array_msg(result, ids, header))
         if p['publish_markers']:
