@@ -142,3 +142,62 @@ def test_flood_keeps_only_the_latest_frame(running):
     assert processed + dropped == received  # every frame is either served or counted as dropped
     assert outputs == processed
     assert rss_kib(process.pid) - rss_before < 100 * 1024  # no growth with the backlog
+
+
+def test_target_frame_from_tf_at_the_image_stamp(running):
+    from geometry_msgs.msg import TransformStamped
+    from rclpy.parameter import Parameter
+    from rclpy.parameter_client import AsyncParameterClient
+    from rclpy.qos import DurabilityPolicy, QoSProfile
+    from tf2_msgs.msg import TFMessage
+
+    from metrabs_ros.camera import Camera
+    from metrabs_ros.ros.tf_buffer import transform_to_matrix
+    from node_harness import K
+    camera, _, log = running
+    # A camera 1.5 m above the world origin looking along world x (REP-103 optical frame).
+    mount = TransformStamped()
+    mount.header.frame_id, mount.child_frame_id = 'world', 'cam_optical'
+    mount.transform.translation.z = 1.5
+    r = mount.transform.rotation
+    r.x, r.y, r.z, r.w = -0.5, 0.5, -0.5, 0.5
+    static = camera.node.create_publisher(TFMessage, '/tf_static', QoSProfile(
+        depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    static.publish(TFMessage(transforms=[mount]))
+    client = AsyncParameterClient(camera.node, '/cam/metrabs_pose')
+    assert client.wait_for_services(timeout_sec=10)
+    future = client.set_parameters([Parameter('target_frame', value='world'),
+                                    Parameter('tf_timeout_s', value=1.0)])
+    assert camera.spin_until(future.done, 10) and all(r.successful for r in future.result().results)
+
+    camera.publish(400)
+    assert camera.spin_until(lambda: camera.output_for(400), 60), log.read_text()[-3000:]
+    msg = camera.output_for(400)
+    assert msg.header.frame_id == 'world' and len(msg.skeletons) == 2
+    world_from_cam = transform_to_matrix(mount)
+    np.testing.assert_allclose(world_from_cam[:3, :3] @ [0, 0, 1], [1, 0, 0], atol=1e-12)
+    lens = Camera(K=np.reshape(K, (3, 3)), distortion_coeffs=[-0.05, 0.01, 0, 0, 0])
+    for person in msg.skeletons:
+        world = np.array([[p.x, p.y, p.z] for p in person.joints3d])
+        in_camera = (np.linalg.inv(world_from_cam) @ np.c_[world, np.ones(len(world))].T).T[:, :3]
+        pixels = np.array([[p.x, p.y] for p in person.joints2d])
+        np.testing.assert_allclose(lens.project(in_camera), pixels, atol=1e-3)
+    assert camera.spin_until(lambda: any(
+        t.header.stamp.sec == 400 and t.header.frame_id == 'world'
+        for m in camera.tf for t in m.transforms), 10)
+
+    future = client.set_parameters([Parameter('target_frame', value='')])
+    assert camera.spin_until(future.done, 10)
+
+
+def test_stamps_going_back_in_time_restart_tracking_without_stopping(running):
+    camera, _, log = running
+    camera.publish(5000)
+    assert camera.spin_until(lambda: camera.output_for(5000), 60)
+    camera.publish(50)  # a bag replayed from its start
+    assert camera.spin_until(lambda: camera.output_for(50), 60), log.read_text()[-3000:]
+    assert 'went back in time' in log.read_text()
+    camera.publish(51)
+    assert camera.spin_until(lambda: camera.output_for(51), 60)
+    assert [s.id for s in camera.output_for(51).skeletons] == \
+        [s.id for s in camera.output_for(50).skeletons]

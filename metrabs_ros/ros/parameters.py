@@ -62,6 +62,10 @@ PARAMETERS = (
     Param('max_image_pixels', 50_000_000, 'reject larger images', range=(1, 1_000_000_000)),
     Param('stale_after_s', 1.0, 'skip frames whose stamp is older than this (0 = never)',
           range=(0.0, 3600.0)),
+    Param('target_frame', '', "frame for all outputs ('' = the image's frame); looked up in TF "
+          'at the image stamp; its z axis is the world-up for the crops'),
+    Param('tf_timeout_s', 0.05, 'how long to wait for the target_frame transform',
+          range=(0.0, 10.0)),
     Param('publish_markers', True, 'publish RViz markers'),
     Param('marker_lifetime_s', 0.5, 'marker lifetime', range=(0.0, 60.0)),
     Param('publish_debug_image', False, 'publish the input with 2D skeletons drawn'),

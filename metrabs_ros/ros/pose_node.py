@@ -19,12 +19,16 @@ import time
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
+from metrabs_ros.camera import Camera
 from metrabs_ros.detection import DetectorError, load_detector
 from metrabs_ros.estimator import PoseEstimator
 from metrabs_ros.msg import SkeletonArray
@@ -32,6 +36,7 @@ from metrabs_ros.ros import conversions
 from metrabs_ros.ros.compat import import_message_filters
 from metrabs_ros.ros.latest_frame import LatestFrame
 from metrabs_ros.ros.parameters import declare_all, validate_choices
+from metrabs_ros.ros.tf_buffer import transform_to_matrix
 from metrabs_ros.tracking import PoseTracker
 from metrabs_ros.visualization import draw_skeletons
 from metrabs_ros.weights import CheckpointError, load_model
@@ -77,8 +82,7 @@ class PoseNode(LifecycleNode):
         except (CheckpointError, DetectorError, ValueError) as e:
             self.get_logger().error(f'configure failed: {e}')
             return TransitionCallbackReturn.FAILURE
-        self.tracker = PoseTracker(p['track_max_distance_m'], p['track_max_age_s'],
-                                   smoothing=p['smoothing'])
+        self.tracker = self._new_tracker()
         self.publishers_ = dict(
             skeletons=self.create_lifecycle_publisher(SkeletonArray, 'skeletons', 10),
             markers=self.create_lifecycle_publisher(MarkerArray, 'markers', 10),
@@ -86,6 +90,7 @@ class PoseNode(LifecycleNode):
             # Diagnostics also report while inactive: a plain publisher.
             diagnostics=self.create_publisher(DiagnosticArray, '/diagnostics', 10))
         self.tf_broadcaster = self._make_tf_broadcaster()
+        self.tf_buffer, self.tf_listener = self._make_tf_listener()
         self.diagnostics_timer = self.create_timer(p['diagnostics_period_s'],
                                                    self._publish_diagnostics)
         self.get_logger().info(
@@ -143,7 +148,11 @@ class PoseNode(LifecycleNode):
             pair = self.frames.take()
             if pair is None:
                 return
-            self._process(*pair)
+            try:
+                self._process(*pair)
+            except Exception as e:  # the worker must outlive any single frame
+                self.stats['failed'] += 1
+                self.get_logger().error(f'frame skipped after an unexpected error: {e!r}')
 
     def _process(self, image_msg: Image | CompressedImage, info_msg: CameraInfo) -> None:
         p = self.params
@@ -162,6 +171,9 @@ class PoseNode(LifecycleNode):
                 info_msg, p['default_fov_degrees'], (rgb.shape[1], rgb.shape[0]))
             if warning:
                 self._warn(warning, key='fov')
+            header = image_msg.header
+            if p['target_frame']:
+                camera, header = self._in_target_frame(camera, header)
             start = time.perf_counter()
             result = self.estimator.detect_poses(
                 rgb, camera, num_aug=p['num_aug'], internal_batch_size=p['internal_batch_size'],
@@ -175,15 +187,19 @@ class PoseNode(LifecycleNode):
             self.stats['failed'] += 1
             self._warn(f'skipping a frame: {e}', key=str(e)[:30], throttle=True)
             return
+        if self.tracker.last_time_s is not None and stamp_s < self.tracker.last_time_s:
+            self._warn('image stamps went back in time (bag loop or clock reset?): '
+                       'restarting tracks', key='time_jump', throttle=True)
+            self.tracker = self._new_tracker()
         ids, poses = self.tracker.update(result.poses3d, stamp_s)
         result = dataclasses.replace(result, poses3d=poses)
-        self._publish(result, ids, image_msg, rgb)
+        self._publish(result, ids, header, rgb)
         self.stats.update(processed=self.stats['processed'] + 1, people=len(result),
                           inference_ms=elapsed_ms)
         self.stats['output_times'] = (self.stats['output_times'] + [time.monotonic()])[-30:]
 
-    def _publish(self, result, ids, image_msg, rgb: np.ndarray) -> None:
-        header, p = image_msg.header, self.params
+    def _publish(self, result, ids, header, rgb: np.ndarray) -> None:
+        p = self.params
         self.publishers_['skeletons'].publish(conversions.skeleton_array_msg(result, ids, header))
         if p['publish_markers']:
             self.publishers_['markers'].publish(conversions.marker_array_msg(
@@ -197,12 +213,47 @@ class PoseNode(LifecycleNode):
                 header=header, height=drawn.shape[0], width=drawn.shape[1], encoding='rgb8',
                 step=drawn.shape[1] * 3, data=drawn.tobytes()))
 
+    def _in_target_frame(self, camera: Camera, header):
+        """The camera with extrinsics from TF at the image stamp (world = target_frame, up = its
+        z axis), and the output header in target_frame. Raises ValueError without a transform."""
+        target, source = self.params['target_frame'], header.frame_id
+        if self.tf_buffer is None:
+            raise ValueError(f'target_frame {target!r} set but no TF is available')
+        try:
+            transform = self.tf_buffer.lookup_transform(
+                target, source, Time.from_msg(header.stamp),
+                Duration(seconds=self.params['tf_timeout_s']))
+        except self.tf_exception as e:
+            raise ValueError(f'no transform {source!r} -> {target!r} at the image stamp: {e}')
+        target_from_camera = transform_to_matrix(transform)
+        camera = dataclasses.replace(camera, extrinsic=np.linalg.inv(target_from_camera),
+                                     world_up=(0.0, 0.0, 1.0))
+        return camera, Header(stamp=header.stamp, frame_id=target)
+
     # Support ---------------------------------------------------------------------------------
     def _warm_up(self) -> None:
         side = self.estimator.model.config.crop_side
         blank = np.zeros((side * 2, side * 2, 3), np.uint8)
         self.estimator.estimate_poses(blank, np.array([[side / 2, side / 2, side, side]]),
                                       num_aug=1)
+
+    def _new_tracker(self) -> PoseTracker:
+        p = self.params
+        return PoseTracker(p['track_max_distance_m'], p['track_max_age_s'],
+                           smoothing=p['smoothing'])
+
+    def _make_tf_listener(self):
+        try:
+            from tf2_ros import Buffer, TransformException, TransformListener
+        except ImportError:
+            from metrabs_ros.ros.tf_buffer import Buffer, TransformException, TransformListener
+        self.tf_exception = TransformException
+        buffer = Buffer()
+        try:
+            return buffer, TransformListener(buffer, self)
+        except ImportError:
+            self.get_logger().warning('neither tf2_ros nor tf2_msgs is importable: no TF input')
+            return None, None
 
     def _make_tf_broadcaster(self):
         try:
