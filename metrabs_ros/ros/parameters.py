@@ -70,6 +70,7 @@ PARAMETERS = (
     Param('marker_lifetime_s', 0.5, 'marker lifetime', range=(0.0, 60.0)),
     Param('publish_debug_image', False, 'publish the input with 2D skeletons drawn'),
     Param('publish_tf', True, 'publish a TF frame per person'),
+    Param('publish_joint_frames', False, "also a TF frame per joint: '<prefix><id>/<joint>'"),
     Param('tf_frame_prefix', 'body_', 'TF child frame prefix, followed by the track id'),
     Param('tf_root_joint', 'pelv', "joint at the person frame's origin ('' = mean of joints)"),
     Param('diagnostics_period_s', 1.0, 'diagnostics publishing period', True, (0.05, 60.0)),

@@ -206,7 +206,8 @@ class PoseNode(LifecycleNode):
                 result, ids, header, p['marker_lifetime_s']))
         if p['publish_tf'] and self.tf_broadcaster is not None and len(result):
             self.tf_broadcaster.sendTransform(conversions.transforms(
-                result, ids, header, p['tf_root_joint'] or None, p['tf_frame_prefix']))
+                result, ids, header, p['tf_root_joint'] or None, p['tf_frame_prefix'],
+                p['publish_joint_frames']))
         if p['publish_debug_image']:
             drawn = draw_skeletons(rgb, result.poses2d, result.skeleton.edges, ids, result.boxes)
             self.publishers_['debug_image'].publish(Image(
