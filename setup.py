@@ -21,8 +21,12 @@ setup(
         'matplotlib>=3.6',
         'tqdm>=4.60',
     ],
-    entry_points={'console_scripts': ['metrabs-pose = metrabs_ros.cli:main']},
+    entry_points={'console_scripts': [
+        'metrabs-pose = metrabs_ros.cli:main',
+        'metrabs-synth = metrabs_ros.data.dataset:main',
+    ]},
     extras_require={
         'test': ['pytest>=7'],
+        'data': ['pybullet>=3.2'],
     },
 )

@@ -99,6 +99,14 @@ _COCO_19_EDGES = _chains(
     'neck-nose', 'neck-pelv', 'neck-lsho-lelb-lwri', 'neck-rsho-relb-rwri',
     'pelv-lhip-lkne-lank', 'pelv-rhip-rkne-rank', 'nose-leye-lear', 'nose-reye-rear')
 
+# pybullet's DeepMimic humanoid (metrabs_ros.data): its 15 link origins, in URDF link order.
+_HUMANOID_15_NAMES = (
+    'pelv', 'thor', 'neck', 'rhip', 'rkne', 'rank', 'rsho', 'relb', 'rwri',
+    'lhip', 'lkne', 'lank', 'lsho', 'lelb', 'lwri')
+_HUMANOID_15_EDGES = _chains(
+    'pelv-thor-neck', 'pelv-rhip-rkne-rank', 'pelv-lhip-lkne-lank',
+    'thor-rsho-relb-rwri', 'thor-lsho-lelb-lwri')
+
 SKELETONS: dict[str, Skeleton] = {
     s.name: s for s in [
         make_skeleton('smpl_24', _SMPL_24_NAMES, _SMPL_24_EDGES),
@@ -106,6 +114,7 @@ SKELETONS: dict[str, Skeleton] = {
                       _SMPL_24_EDGES + _HEAD_6_EDGES),
         make_skeleton('h36m_17', _H36M_17_NAMES, _H36M_17_EDGES),
         make_skeleton('coco_19', _COCO_19_NAMES, _COCO_19_EDGES),
+        make_skeleton('humanoid_15', _HUMANOID_15_NAMES, _HUMANOID_15_EDGES),
     ]
 }
 

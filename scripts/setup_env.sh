@@ -41,7 +41,7 @@ np_include="$("$venv/bin/python" -c 'import numpy; print(numpy.get_include())')"
     -e "s#/opt/python/cp311-cp311/include/python3.11#$py_include#g" \
     -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#$np_include#g"
 
-pip install -e "$root[test]"
+pip install -e "$root[test,data]"
 
 # Build the messages; --symlink-install keeps the installed Python modules pointing at the source.
 # Without a ROS 2 install there is no tf2_msgs: build the test fixture that stands in for it.

@@ -1,0 +1,193 @@
+"""Synthetic samples with exact ground truth: posed humanoids, random cameras, lens distortion,
+backgrounds, lighting, clothing colours, occluders and truncation.
+
+Every sample is a pure function of (seed, index), so a test set can be regenerated exactly.
+Frames: camera optical frame (x right, y down, z forward), metres; pixels with distortion.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from metrabs_ros.camera import Camera
+from metrabs_ros.crops import look_at
+from metrabs_ros.data.humanoid import CLIPS, Humanoid, load_clip
+
+TEST_CLIPS = ('dance_b', 'kick', 'getup_faceup')
+TRAIN_CLIPS = tuple(c for c in CLIPS if c not in TEST_CLIPS)
+WORLD_UP = np.array([0.0, 1.0, 0.0])
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """Ranges the generator samples from (metres, degrees, pixels)."""
+
+    image_size: tuple[int, int] = (640, 480)
+    people: tuple[int, int] = (1, 3)
+    fov_degrees: tuple[float, float] = (40.0, 85.0)
+    camera_distance_m: tuple[float, float] = (3.0, 8.0)
+    camera_height_m: tuple[float, float] = (0.3, 2.5)
+    principal_point_jitter: float = 0.05
+    distortion_k1: tuple[float, float] = (-0.3, 0.1)
+    truncation_probability: float = 0.3
+    occluder_probability: float = 0.4
+    min_visible_pixels: int = 150
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image with P people. joints3d: (P, 15, 3) camera frame; joints2d: (P, 15, 2)
+    distorted pixels; boxes: (P, 4) x, y, w, h of visible pixels; truncated: (P, 15) joint
+    outside the image; clips / frames: motion source of each person."""
+
+    image: np.ndarray
+    camera: Camera
+    joints3d: np.ndarray
+    joints2d: np.ndarray
+    boxes: np.ndarray
+    truncated: np.ndarray
+    clips: tuple[str, ...]
+    frames: tuple[int, ...]
+
+
+class SyntheticGenerator:
+    """Renders samples of the given motion clips (e.g. TRAIN_CLIPS or TEST_CLIPS)."""
+
+    def __init__(self, clips=TRAIN_CLIPS, seed: int = 0, config: GeneratorConfig | None = None):
+        self.clips = tuple(clips)
+        self.seed = seed
+        self.config = config or GeneratorConfig()
+        self.humanoid = Humanoid(n_bodies=self.config.people[1])
+
+    def close(self) -> None:
+        self.humanoid.close()
+
+    def sample(self, index: int) -> Sample:
+        """The sample number `index` (deterministic for this seed and config)."""
+        rng = np.random.default_rng([self.seed, index])
+        cfg = self.config
+        width, height = cfg.image_size
+        n_people = int(rng.integers(cfg.people[0], cfg.people[1] + 1))
+        roots, clips, frames = self._place_people(rng, n_people)
+        camera = self._random_camera(rng, roots)
+        rgb, body_ids = self.humanoid.render(camera, width, height,
+                                             light_direction=rng.normal(size=3) + [0, 2, 0])
+        image = np.where((body_ids >= 0)[..., None], rgb, random_background(rng, width, height))
+        if camera.has_distortion:
+            image, body_ids = apply_distortion(camera, image, body_ids)
+        joints3d = np.stack([camera.world_to_camera(self.humanoid.joints_world(b))
+                             for b in self.humanoid.bodies[:n_people]])
+        joints2d = camera.project(joints3d)
+        boxes, visible = visible_boxes(body_ids, self.humanoid.bodies[:n_people],
+                                       cfg.min_visible_pixels)
+        if rng.random() < cfg.occluder_probability:
+            draw_occluders(rng, image)
+        inside = ((joints2d >= 0) & (joints2d <= [width - 1, height - 1])).all(-1)
+        keep = visible & (joints3d[..., 2] > 0.1).all(-1)
+        return Sample(image, camera, joints3d[keep], joints2d[keep], boxes[keep], ~inside[keep],
+                      tuple(c for c, k in zip(clips, keep) if k),
+                      tuple(f for f, k in zip(frames, keep) if k))
+
+    def _place_people(self, rng, n_people):
+        roots, clips, frames = [], [], []
+        for body in self.humanoid.bodies[n_people:]:
+            self.humanoid.park(body)
+        for body in self.humanoid.bodies[:n_people]:
+            clip = self.clips[rng.integers(len(self.clips))]
+            frame_index = int(rng.integers(len(load_clip(clip))))
+            for _ in range(20):  # keep people at least 0.8 m apart
+                xz = rng.uniform(-1.5, 1.5, size=2)
+                if all(np.hypot(*(xz - r[[0, 2]])) > 0.8 for r in roots):
+                    break
+            frame = load_clip(clip)[frame_index]
+            root = np.array([xz[0], frame[2], xz[1]])
+            self.humanoid.set_pose(frame, root, yaw=rng.uniform(-np.pi, np.pi), body=body)
+            self.humanoid.colour(body, random_clothing(rng, self.humanoid.n_links + 1))
+            roots.append(root)
+            clips.append(clip)
+            frames.append(frame_index)
+        return np.array(roots), clips, frames
+
+    def _random_camera(self, rng, roots: np.ndarray) -> Camera:
+        cfg = self.config
+        width, height = cfg.image_size
+        centre = roots.mean(axis=0)
+        target = centre + [0, rng.uniform(-0.3, 0.1), 0]
+        if rng.random() < cfg.truncation_probability:  # aim beside a person: partly out of view
+            target = roots[rng.integers(len(roots))] + rng.normal(0, 0.6, 3) * [1, 0.7, 1]
+        azimuth = rng.uniform(-np.pi, np.pi)
+        distance = rng.uniform(*cfg.camera_distance_m)
+        position = centre + distance * np.array([np.cos(azimuth), 0, np.sin(azimuth)])
+        position[1] = rng.uniform(*cfg.camera_height_m)
+        R = look_at((target - position)[None], WORLD_UP)[0]
+        extrinsic = np.eye(4)
+        extrinsic[:3, :3], extrinsic[:3, 3] = R, -R @ position
+        focal = max(width, height) / (2 * np.tan(np.deg2rad(rng.uniform(*cfg.fov_degrees)) / 2))
+        jitter = cfg.principal_point_jitter * np.array([width, height])
+        cx, cy = np.array([width, height]) / 2 + rng.uniform(-1, 1, 2) * jitter
+        K = np.array([[focal, 0, cx], [0, focal * rng.uniform(0.98, 1.02), cy], [0, 0, 1]])
+        k1 = rng.uniform(*cfg.distortion_k1)
+        distortion = [k1, -0.3 * k1 * rng.uniform(0, 1), *rng.normal(0, 5e-4, 2), 0.0]
+        return Camera(K=K, distortion_coeffs=distortion, extrinsic=extrinsic, world_up=WORLD_UP,
+                      image_size=(width, height))
+
+
+def apply_distortion(camera: Camera, image: np.ndarray, body_ids: np.ndarray):
+    """Warp a pinhole render into the camera's distorted image (and its body-id map)."""
+    height, width = image.shape[:2]
+    xs, ys = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
+    normalized = camera.undistort_pixels(np.stack([xs, ys], -1))
+    ideal = normalized @ camera.K[:2, :2].T + camera.K[:2, 2]
+    ideal = np.nan_to_num(ideal, nan=-1e4).astype(np.float32)
+    warped = cv2.remap(image, ideal[..., 0], ideal[..., 1], cv2.INTER_LINEAR,
+                       borderMode=cv2.BORDER_REFLECT)
+    ids = cv2.remap(body_ids.astype(np.float32), ideal[..., 0], ideal[..., 1], cv2.INTER_NEAREST,
+                    borderMode=cv2.BORDER_CONSTANT, borderValue=-1)
+    return warped, ids.astype(np.int64)
+
+
+def visible_boxes(body_ids: np.ndarray, bodies, min_pixels: int):
+    """(P, 4) x, y, w, h boxes of each body's visible pixels, and (P,) enough-visible flags."""
+    boxes, visible = np.zeros((len(bodies), 4)), np.zeros(len(bodies), bool)
+    for i, body in enumerate(bodies):
+        ys, xs = np.nonzero(body_ids == body)
+        if len(xs) >= min_pixels:
+            boxes[i] = [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
+            visible[i] = True
+    return boxes, visible
+
+
+def random_background(rng, width: int, height: int) -> np.ndarray:
+    """A smooth colour gradient with blotches and noise (uint8 (H, W, 3))."""
+    corners = rng.integers(0, 256, (2, 2, 3)).astype(np.float32)
+    background = cv2.resize(corners, (width, height), interpolation=cv2.INTER_LINEAR)
+    blotches = cv2.resize(rng.uniform(-60, 60, (6, 8, 3)).astype(np.float32), (width, height),
+                          interpolation=cv2.INTER_CUBIC)
+    noise = rng.normal(0, 6, (height, width, 3))
+    return np.clip(background + blotches + noise, 0, 255).astype(np.uint8)
+
+
+def random_clothing(rng, n_links: int) -> np.ndarray:
+    """(n_links, 4) RGBA: a skin tone for head and hands, one top and one trouser colour."""
+    skin = np.array([rng.uniform(0.35, 0.95), rng.uniform(0.25, 0.75), rng.uniform(0.15, 0.6), 1])
+    top, trousers = (np.append(rng.uniform(0.05, 0.95, 3), 1.0) for _ in range(2))
+    # base, root, chest, neck(head), r hip, r knee, r ankle, r shoulder, r elbow, r wrist, l ...
+    parts = [trousers, trousers, top, skin, trousers, trousers, trousers, top, top, skin,
+             trousers, trousers, trousers, top, top, skin]
+    return np.array(parts[:n_links])
+
+
+def draw_occluders(rng, image: np.ndarray) -> None:
+    """Draw 1-3 random filled rectangles or ellipses over the image, in place."""
+    height, width = image.shape[:2]
+    for _ in range(int(rng.integers(1, 4))):
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        centre = (int(rng.uniform(0, width)), int(rng.uniform(0, height)))
+        size = (int(rng.uniform(0.04, 0.15) * width), int(rng.uniform(0.04, 0.2) * height))
+        if rng.random() < 0.5:
+            cv2.ellipse(image, centre, size, float(rng.uniform(0, 180)), 0, 360, colour, -1)
+        else:
+            cv2.rectangle(image, (centre[0] - size[0], centre[1] - size[1]),
+                          (centre[0] + size[0], centre[1] + size[1]), colour, -1)
