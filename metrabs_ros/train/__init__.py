@@ -1,0 +1,1 @@
+"""Training and evaluation (kept out of the inference import path)."""
