@@ -24,6 +24,7 @@ setup(
     entry_points={'console_scripts': [
         'metrabs-pose = metrabs_ros.cli:main',
         'metrabs-synth = metrabs_ros.data.dataset:main',
+        'metrabs-train = metrabs_ros.train.trainer:main',
     ]},
     extras_require={
         'test': ['pytest>=7'],

@@ -1,0 +1,161 @@
+"""Training a MeTRAbs model on synthetic humanoids (metrabs-train), resumable.
+
+Data: people rendered on the fly by the synthetic generator (training clips only), cropped with
+random augmentation. Optimizer: AdamW, linear warm-up then cosine decay. The absolute-pose loss
+starts at `absolute_loss_start`; until `weak_perspective_until` its reconstruction is
+weak-perspective. Checkpoints: out_dir/model (project format) + out_dir/train_state.pt.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from metrabs_ros.data.generator import TRAIN_CLIPS, SyntheticGenerator
+from metrabs_ros.estimator import resolve_device
+from metrabs_ros.model import Metrabs, ModelConfig
+from metrabs_ros.model.reconstruct import reconstruct_absolute
+from metrabs_ros.skeletons import get_skeleton
+from metrabs_ros.train.examples import Batch, training_crops
+from metrabs_ros.train.losses import metrabs_losses
+from metrabs_ros.weights import load_checkpoint, save_checkpoint
+
+SKELETON = 'humanoid_15'
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    out_dir: str
+    backbone: str = 'resnet18'
+    crop_side: int = 128
+    batch_size: int = 16
+    steps: int = 20000
+    learning_rate: float = 3e-4
+    weight_decay: float = 3e-3
+    warmup_steps: int = 500
+    absolute_loss_start: int = 2000
+    weak_perspective_until: int = 4000
+    checkpoint_every: int = 500
+    seed: int = 0
+    device: str = 'auto'
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig):
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.out_dir = Path(config.out_dir)
+        skeleton = get_skeleton(SKELETON)
+        self.mirror = skeleton.mirror
+        if (self.out_dir / 'model' / 'config.json').exists():
+            self.model = load_checkpoint(self.out_dir / 'model')
+        else:
+            torch.manual_seed(config.seed)
+            self.model = Metrabs(ModelConfig(
+                backbone=config.backbone, joint_names=skeleton.joint_names,
+                joint_edges=skeleton.edges.tolist(), skeleton=SKELETON,
+                crop_side=config.crop_side, input_normalization='imagenet'))
+        self.model.to(self.device).train()
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.learning_rate,
+                                           weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.step_count = 0
+        state_path = self.out_dir / 'train_state.pt'
+        if state_path.exists():
+            state = torch.load(state_path, map_location='cpu', weights_only=True)
+            self.optimizer.load_state_dict(state['optimizer'])
+            self.scheduler.load_state_dict(state['scheduler'])
+            self.step_count = int(state['step'])
+
+    def _lr_factor(self, step: int) -> float:
+        warmup, total = self.config.warmup_steps, self.config.steps
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+    def train_step(self, batch: Batch) -> dict[str, float]:
+        """One optimizer step on a batch; returns the loss terms."""
+        to = lambda a: torch.from_numpy(a).to(self.device)  # noqa: E731
+        crops, intrinsics, targets3d, targets2d = (to(a) for a in (
+            batch.crops, batch.intrinsics, batch.targets3d, batch.targets2d))
+        output = self.model(crops, intrinsics)
+        absolute = self.step_count >= self.config.absolute_loss_start
+        if absolute and self.step_count < self.config.weak_perspective_until:
+            output = output._replace(poses3d_m=reconstruct_absolute(
+                output.coords2d_px, output.coords3d_rel_m, intrinsics, output.in_fov,
+                weak_perspective=True))
+        losses = metrabs_losses(output, targets3d, targets2d, self.config.crop_side, absolute)
+        self.optimizer.zero_grad(set_to_none=True)
+        losses['total'].backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 10.0)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step_count += 1
+        return {k: float(v) for k, v in losses.items()}
+
+    def save(self) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(self.model, self.out_dir / 'model')
+        torch.save(dict(step=self.step_count, optimizer=self.optimizer.state_dict(),
+                        scheduler=self.scheduler.state_dict(),
+                        config=dataclasses.asdict(self.config)),
+                   self.out_dir / 'train_state.pt')
+
+    def batches(self):
+        """Endless batches of augmented crops from freshly rendered training samples."""
+        generator = SyntheticGenerator(TRAIN_CLIPS, seed=self.config.seed)
+        rng = np.random.default_rng([self.config.seed, self.step_count])
+        index = self.step_count * self.config.batch_size  # resume continues with new samples
+        pending = []
+        try:
+            while True:
+                sample = generator.sample(index)
+                index += 1
+                if len(sample.boxes):
+                    pending.append(training_crops(sample, self.config.crop_side, self.mirror, rng))
+                if sum(len(b.crops) for b in pending) >= self.config.batch_size:
+                    merged = Batch(*(np.concatenate(parts)[:self.config.batch_size]
+                                     for parts in zip(*(dataclasses.astuple(b) for b in pending))))
+                    pending = []
+                    yield merged
+        finally:
+            generator.close()
+
+    def run(self) -> None:
+        from tqdm import tqdm
+        log_path = self.out_dir / 'train_log.jsonl'
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        with open(log_path, 'a') as log, tqdm(total=self.config.steps, initial=self.step_count,
+                                              unit='step') as bar:
+            for batch in self.batches():
+                if self.step_count >= self.config.steps:
+                    break
+                losses = self.train_step(batch)
+                log.write(json.dumps(dict(step=self.step_count, **losses)) + '\n')
+                bar.update(1)
+                bar.set_postfix(loss=f'{losses["total"]:.4f}')
+                if self.step_count % self.config.checkpoint_every == 0:
+                    self.save()
+        self.save()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog='metrabs-train', description=__doc__)
+    parser.add_argument('out_dir')
+    for field in dataclasses.fields(TrainConfig):
+        if field.name != 'out_dir':
+            parser.add_argument('--' + field.name.replace('_', '-'), type=type(field.default),
+                                default=field.default)
+    args = vars(parser.parse_args(argv))
+    Trainer(TrainConfig(**args)).run()
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip('pybullet', reason='pybullet not installed: pip install .[data]')
+from metrabs_ros.data.generator import TRAIN_CLIPS, GeneratorConfig, SyntheticGenerator  # noqa: E402
+from metrabs_ros.skeletons import get_skeleton  # noqa: E402
+from metrabs_ros.train.examples import Batch, training_crops  # noqa: E402
+from metrabs_ros.train.trainer import TrainConfig, Trainer  # noqa: E402
+
+SKELETON = get_skeleton('humanoid_15')
+
+
+@pytest.fixture(scope='module')
+def batch():
+    generator = SyntheticGenerator(TRAIN_CLIPS, seed=11, config=GeneratorConfig(people=(1, 2)))
+    rng = np.random.default_rng(0)
+    parts = [training_crops(generator.sample(i), 64, SKELETON.mirror, rng) for i in range(4)]
+    generator.close()
+    return Batch(*(np.concatenate([getattr(p, f) for p in parts])
+                   for f in ('crops', 'intrinsics', 'targets3d', 'targets2d')))
+
+
+def test_training_crops_targets_are_consistent(batch):
+    assert batch.crops.shape[1:] == (3, 64, 64) and batch.crops.dtype == np.float32
+    assert 0 <= batch.crops.min() and batch.crops.max() <= 1
+    projected = batch.targets3d[..., :2] / batch.targets3d[..., 2:]
+    projected = np.einsum('nij,nkj->nki', batch.intrinsics[:, :2, :2], projected) + \
+        batch.intrinsics[:, None, :2, 2]
+    np.testing.assert_allclose(projected, batch.targets2d, atol=1e-3)
+    # The person fills the crop: most joints project inside it.
+    inside = ((batch.targets2d >= 0) & (batch.targets2d < 64)).all(-1)
+    assert inside.mean() > 0.7
+
+
+def test_steps_on_a_fixed_batch_decrease_the_loss(batch, tmp_path):
+    trainer = Trainer(TrainConfig(str(tmp_path / 'run'), crop_side=64, warmup_steps=1,
+                                  steps=1000, absolute_loss_start=0, weak_perspective_until=0,
+                                  device='cpu', learning_rate=1e-3))
+    first = trainer.train_step(batch)
+    for _ in range(15):
+        last = trainer.train_step(batch)
+    assert set(first) == {'loss3d', 'loss2d', 'loss_abs', 'total'}
+    assert last['total'] < 0.8 * first['total']
+
+
+def test_checkpoint_round_trip_resumes_step_and_weights(batch, tmp_path):
+    config = TrainConfig(str(tmp_path / 'run'), crop_side=64, steps=100, device='cpu')
+    trainer = Trainer(config)
+    for _ in range(3):
+        trainer.train_step(batch)
+    trainer.save()
+    resumed = Trainer(config)
+    assert resumed.step_count == 3
+    for a, b in zip(trainer.model.state_dict().values(), resumed.model.state_dict().values()):
+        torch.testing.assert_close(a, b)
+    assert resumed.scheduler.last_epoch == trainer.scheduler.last_epoch
+    expected = trainer.train_step(batch)
+    assert resumed.train_step(batch)['total'] == pytest.approx(expected['total'], rel=1e-4)
