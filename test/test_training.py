@@ -57,3 +57,26 @@ def test_checkpoint_round_trip_resumes_step_and_weights(batch, tmp_path):
     assert resumed.scheduler.last_epoch == trainer.scheduler.last_epoch
     expected = trainer.train_step(batch)
     assert resumed.train_step(batch)['total'] == pytest.approx(expected['total'], rel=1e-4)
+
+
+def test_sigterm_saves_a_resumable_checkpoint(tmp_path):
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+    run = tmp_path / 'run'
+    process = subprocess.Popen(
+        [sys.executable, '-m', 'metrabs_ros.train.trainer', str(run), '--crop-side', '64',
+         '--batch-size', '2', '--device', 'cpu', '--checkpoint-every', '100000'],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = run / 'train_log.jsonl'
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 2):
+        time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=120)[0]
+    assert process.returncode == 0, output[-2000:]
+    steps = [json.loads(line)['step'] for line in log.read_text().splitlines()]
+    assert len(steps) >= 2
+    assert Trainer(TrainConfig(str(run), crop_side=64, device='cpu')).step_count == steps[-1]

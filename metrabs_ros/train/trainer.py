@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import json
 import math
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,21 +129,32 @@ class Trainer:
             generator.close()
 
     def run(self) -> None:
+        """Train until config.steps; on SIGTERM or Ctrl-C save a checkpoint and stop."""
         from tqdm import tqdm
         log_path = self.out_dir / 'train_log.jsonl'
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        with open(log_path, 'a') as log, tqdm(total=self.config.steps, initial=self.step_count,
-                                              unit='step') as bar:
-            for batch in self.batches():
-                if self.step_count >= self.config.steps:
-                    break
-                losses = self.train_step(batch)
-                log.write(json.dumps(dict(step=self.step_count, **losses)) + '\n')
-                bar.update(1)
-                bar.set_postfix(loss=f'{losses["total"]:.4f}')
-                if self.step_count % self.config.checkpoint_every == 0:
-                    self.save()
-        self.save()
+        previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        try:
+            with open(log_path, 'a', buffering=1) as log, tqdm(
+                    total=self.config.steps, initial=self.step_count, unit='step') as bar:
+                for batch in self.batches():
+                    if self.step_count >= self.config.steps:
+                        break
+                    losses = self.train_step(batch)
+                    log.write(json.dumps(dict(step=self.step_count, **losses)) + '\n')
+                    bar.update(1)
+                    bar.set_postfix(loss=f'{losses["total"]:.4f}')
+                    if self.step_count % self.config.checkpoint_every == 0:
+                        self.save()
+        except KeyboardInterrupt:
+            print(f'metrabs-train: interrupted at step {self.step_count}; checkpoint saved')
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            self.save()
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def main(argv=None) -> int:
