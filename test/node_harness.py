@@ -91,7 +91,7 @@ def node_process(root: Path, namespace: str, *parameters: str):
                 process.kill()
 
 
-class TestCamera:
+class CameraPeer:
     """Test-side node: publishes Image (or CompressedImage) + CameraInfo, collects outputs."""
 
     def __init__(self, namespace: str, compressed: bool = False):

@@ -9,7 +9,7 @@ import rclpy  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
 from visualization_msgs.msg import Marker  # noqa: E402
 
-from node_harness import (SKELETON, WIDTH, TestCamera, node_process,  # noqa: E402
+from node_harness import (SKELETON, WIDTH, CameraPeer, node_process,  # noqa: E402
                           private_ros_domain)
 
 
@@ -18,7 +18,7 @@ def running(tmp_path_factory):
     with private_ros_domain(), node_process(
             tmp_path_factory.mktemp('node'), '/cam', 'suppress_implausible_poses:=false',
             'stale_after_s:=0.0') as (process, log):
-        camera = TestCamera('/cam')
+        camera = CameraPeer('/cam')
         camera.wait_until_node_ready(process, log)
         yield camera, process, log
         camera.node.destroy_node()

@@ -5,7 +5,7 @@ import pytest
 pytest.importorskip('metrabs_ros.msg', reason='messages not built: run scripts/setup_env.sh')
 from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
 
-from node_harness import TestCamera, node_process, private_ros_domain  # noqa: E402
+from node_harness import CameraPeer, node_process, private_ros_domain  # noqa: E402
 
 
 @pytest.fixture(scope='module')
@@ -13,7 +13,7 @@ def running(tmp_path_factory):
     with private_ros_domain(), node_process(
             tmp_path_factory.mktemp('node_inputs'), '/jpeg_cam', 'compressed_input:=true',
             'suppress_implausible_poses:=false', 'stale_after_s:=2.0') as (process, log):
-        camera = TestCamera('/jpeg_cam', compressed=True)
+        camera = CameraPeer('/jpeg_cam', compressed=True)
         camera.wait_until_node_ready(process, log)
         yield camera, process, log
         camera.node.destroy_node()

@@ -6,7 +6,7 @@ from lifecycle_msgs.msg import State, Transition  # noqa: E402
 from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
-from node_harness import TestCamera, node_process, private_ros_domain  # noqa: E402
+from node_harness import CameraPeer, node_process, private_ros_domain  # noqa: E402
 
 
 def test_configure_activate_deactivate_cleanup(tmp_path):
@@ -14,7 +14,7 @@ def test_configure_activate_deactivate_cleanup(tmp_path):
             tmp_path, '/lc_cam', 'autostart:=false', 'suppress_implausible_poses:=false',
             'stale_after_s:=0.0', 'publish_debug_image:=true',
             'publish_joint_frames:=true') as (process, log):
-        camera = TestCamera('/lc_cam')
+        camera = CameraPeer('/lc_cam')
         debug_images = []
         camera.node.create_subscription(Image, 'debug_image', debug_images.append, 10)
         change = camera.node.create_client(ChangeState, '/lc_cam/metrabs_pose/change_state')

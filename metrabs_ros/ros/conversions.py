@@ -25,7 +25,6 @@ ENCODINGS = {
     'mono8': (1, [0, 0, 0]),
 }
 SUPPORTED_DISTORTION_MODELS = ('plumb_bob', 'rational_polynomial', '')
-MARKER_NAMESPACES = ('bones', 'joints', 'labels')
 
 
 class InputError(ValueError):

@@ -59,7 +59,7 @@ class PoseNode(LifecycleNode):
         self.subscribers, self.synchronizer, self.worker = [], None, None
         self.publishers_: dict = {}
         self.stats = dict(processed=0, failed=0, stale=0, people=0, inference_ms=0.0,
-                          last_output=None, output_times=[])
+                          output_times=[])
         self.last_warned: dict[str, float] = {}
         if self.params['autostart']:
             self.trigger_configure()
