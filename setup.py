@@ -25,6 +25,7 @@ setup(
         'metrabs-pose = metrabs_ros.cli:main',
         'metrabs-synth = metrabs_ros.data.dataset:main',
         'metrabs-train = metrabs_ros.train.trainer:main',
+        'metrabs-eval = metrabs_ros.train.evaluate:main',
     ]},
     extras_require={
         'test': ['pytest>=7'],
