@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from metrabs_ros.crops import Augmentations, crop_geometry, decode_gamma, sampling_map, warp_cv2
+from metrabs_ros.crops import (Augmentations, crop_geometry, decode_gamma, encode_gamma,
+                               sampling_map, warp_cv2)
 from metrabs_ros.data.generator import Sample
 
 
@@ -44,7 +45,8 @@ def training_crops(sample: Sample, side: int, mirror: np.ndarray, rng: np.random
         box = jitter_box(box, rng, ranges.shift) if augment else box
         augmentation = random_augmentation(rng, ranges) if augment else Augmentations.identity()
         geometry = crop_geometry(sample.camera, box[None], side, augmentation)
-        crop = warp_cv2(linear, sampling_map(sample.camera, geometry))[0] ** (1 / 2.2)
+        crop = encode_gamma(warp_cv2(linear, sampling_map(sample.camera, geometry)),
+                            geometry.gammas)[0]
         if augment:
             crop = jitter_colour(crop, rng, ranges.colour)
         in_crop = geometry.to_crop(joints3d[None])[0]
