@@ -6,7 +6,7 @@ from metrabs_ros.camera import Camera  # noqa: E402
 from metrabs_ros.crops import look_at  # noqa: E402
 from metrabs_ros.data.dataset import load_sample, write_dataset  # noqa: E402
 from metrabs_ros.data.generator import (TEST_CLIPS, TRAIN_CLIPS, GeneratorConfig,  # noqa: E402
-                                        SyntheticGenerator)
+                                        SyntheticGenerator, ideal_pixel_map)
 from metrabs_ros.data.humanoid import CLIPS, Humanoid, load_clip  # noqa: E402
 from metrabs_ros.skeletons import get_skeleton  # noqa: E402
 
@@ -73,6 +73,18 @@ def test_rendering_matches_the_camera_model_to_a_fraction_of_a_pixel():
     expected = camera.project(camera.world_to_camera(point))
     assert len(xs) > 50
     assert np.abs(np.array([xs.mean(), ys.mean()]) - expected).max() < 0.15
+
+
+def test_distortion_map_on_a_coarse_grid_matches_the_exact_map():
+    camera = Camera(K=[[420, 0, 330], [0, 425, 230], [0, 0, 1]],
+                    distortion_coeffs=[-0.3, 0.09, 4e-4, -3e-4, 0.0], image_size=(640, 480))
+    exact = np.stack(ideal_pixel_map(camera, 640, 480, grid_stride=1), -1)
+    coarse = np.stack(ideal_pixel_map(camera, 640, 480, grid_stride=4), -1)
+    assert exact.shape == coarse.shape == (480, 640, 2)
+    pixel = np.array([[600.0, 30.0]])  # a distorted pixel maps to the pinhole projection of its ray
+    pinhole = camera.undistort_pixels(pixel) @ camera.K[:2, :2].T + camera.K[:2, 2]
+    assert np.abs(exact[30, 600] - pinhole[0]).max() < 1e-3
+    assert np.abs(exact - coarse).max() < 0.05
 
 
 def test_clips_split_into_train_and_test_and_load():

@@ -134,18 +134,33 @@ class SyntheticGenerator:
                       image_size=(width, height))
 
 
-def apply_distortion(camera: Camera, image: np.ndarray, body_ids: np.ndarray):
-    """Warp a pinhole render into the camera's distorted image (and its body-id map)."""
-    height, width = image.shape[:2]
-    xs, ys = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
-    normalized = camera.undistort_pixels(np.stack([xs, ys], -1))
-    ideal = normalized @ camera.K[:2, :2].T + camera.K[:2, 2]
-    ideal = np.nan_to_num(ideal, nan=-1e4).astype(np.float32)
-    warped = cv2.remap(image, ideal[..., 0], ideal[..., 1], cv2.INTER_LINEAR,
-                       borderMode=cv2.BORDER_REFLECT)
-    ids = cv2.remap(body_ids.astype(np.float32), ideal[..., 0], ideal[..., 1], cv2.INTER_NEAREST,
+def apply_distortion(camera: Camera, image: np.ndarray, body_ids: np.ndarray,
+                     grid_stride: int = 4):
+    """Warp a pinhole render into the camera's distorted image (and its body-id map).
+
+    The exact inverse distortion is solved on a grid every `grid_stride` pixels and
+    interpolated bilinearly in between (the field is smooth: about 0.01 px off at stride 4)."""
+    map_x, map_y = ideal_pixel_map(camera, image.shape[1], image.shape[0], grid_stride)
+    warped = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    ids = cv2.remap(body_ids.astype(np.float32), map_x, map_y, cv2.INTER_NEAREST,
                     borderMode=cv2.BORDER_CONSTANT, borderValue=-1)
     return warped, ids.astype(np.int64)
+
+
+def ideal_pixel_map(camera: Camera, width: int, height: int, grid_stride: int = 1):
+    """For every distorted pixel (x, y), where it lies in the undistorted pinhole image, as two
+    float32 (H, W) maps for cv2.remap; where distortion cannot be inverted, far outside."""
+    xs = np.arange(0, width + grid_stride, grid_stride, dtype=np.float64)
+    ys = np.arange(0, height + grid_stride, grid_stride, dtype=np.float64)
+    grid = np.stack(np.meshgrid(xs, ys), -1)
+    ideal = camera.undistort_pixels(grid) @ camera.K[:2, :2].T + camera.K[:2, 2]
+    ideal = np.nan_to_num(ideal, nan=-1e4).astype(np.float32)
+    if grid_stride == 1:
+        return ideal[:height, :width, 0], ideal[:height, :width, 1]
+    fine_x, fine_y = np.meshgrid(np.arange(width, dtype=np.float32) / grid_stride,
+                                 np.arange(height, dtype=np.float32) / grid_stride)
+    return tuple(cv2.remap(np.ascontiguousarray(ideal[..., i]), fine_x, fine_y, cv2.INTER_LINEAR)
+                 for i in range(2))
 
 
 def visible_boxes(body_ids: np.ndarray, bodies, min_pixels: int):
