@@ -31,7 +31,7 @@ class GeneratorConfig:
     camera_height_m: tuple[float, float] = (0.3, 2.5)
     principal_point_jitter: float = 0.05
     distortion_k1: tuple[float, float] = (-0.3, 0.1)
-    truncation_probability: float = 0.3
+    truncation_probability: float = 0.4
     occluder_probability: float = 0.4
     min_visible_pixels: int = 150
 
@@ -113,18 +113,19 @@ class SyntheticGenerator:
     def _random_camera(self, rng, roots: np.ndarray) -> Camera:
         cfg = self.config
         width, height = cfg.image_size
+        focal = max(width, height) / (2 * np.tan(np.deg2rad(rng.uniform(*cfg.fov_degrees)) / 2))
         centre = roots.mean(axis=0)
         target = centre + [0, rng.uniform(-0.3, 0.1), 0]
-        if rng.random() < cfg.truncation_probability:  # aim beside a person: partly out of view
-            target = roots[rng.integers(len(roots))] + rng.normal(0, 0.6, 3) * [1, 0.7, 1]
         azimuth = rng.uniform(-np.pi, np.pi)
         distance = rng.uniform(*cfg.camera_distance_m)
         position = centre + distance * np.array([np.cos(azimuth), 0, np.sin(azimuth)])
         position[1] = rng.uniform(*cfg.camera_height_m)
+        if rng.random() < cfg.truncation_probability:
+            target = edge_target(rng, roots[rng.integers(len(roots))], position,
+                                 np.array([width, height]) / 2 / focal)
         R = look_at((target - position)[None], WORLD_UP)[0]
         extrinsic = np.eye(4)
         extrinsic[:3, :3], extrinsic[:3, 3] = R, -R @ position
-        focal = max(width, height) / (2 * np.tan(np.deg2rad(rng.uniform(*cfg.fov_degrees)) / 2))
         jitter = cfg.principal_point_jitter * np.array([width, height])
         cx, cy = np.array([width, height]) / 2 + rng.uniform(-1, 1, 2) * jitter
         K = np.array([[focal, 0, cx], [0, focal * rng.uniform(0.98, 1.02), cy], [0, 0, 1]])
@@ -132,6 +133,21 @@ class SyntheticGenerator:
         distortion = [k1, -0.3 * k1 * rng.uniform(0, 1), *rng.normal(0, 5e-4, 2), 0.0]
         return Camera(K=K, distortion_coeffs=distortion, extrinsic=extrinsic, world_up=WORLD_UP,
                       image_size=(width, height))
+
+
+def edge_target(rng, person_root: np.ndarray, position: np.ndarray,
+                half_fov_tangents: np.ndarray) -> np.ndarray:
+    """A point to aim the camera at so that the person lands near (or across) an image edge:
+    the person's root shifted sideways / vertically by 0.8-1.3 of the half field of view."""
+    forward = person_root - position
+    distance = np.linalg.norm(forward)
+    right = np.cross(WORLD_UP, forward)
+    right /= np.linalg.norm(right)
+    up = np.cross(forward / distance, right)
+    angle = rng.uniform(-np.pi, np.pi)
+    reach = distance * rng.uniform(0.8, 1.3)
+    return person_root + reach * (np.cos(angle) * half_fov_tangents[0] * right +
+                                  np.sin(angle) * half_fov_tangents[1] * up)
 
 
 def apply_distortion(camera: Camera, image: np.ndarray, body_ids: np.ndarray,

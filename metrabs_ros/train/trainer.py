@@ -45,6 +45,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     seed: int = 0
     device: str = 'auto'
+    data_workers: int = 1  # processes rendering batches while the model trains (0: inline)
 
 
 class Trainer:
@@ -98,7 +99,7 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.step_count += 1
-        return {k: float(v) for k, v in losses.items()}
+        return {k: float(v.detach()) for k, v in losses.items()}
 
     def save(self) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -109,24 +110,15 @@ class Trainer:
                    self.out_dir / 'train_state.pt')
 
     def batches(self):
-        """Endless batches of augmented crops from freshly rendered training samples."""
-        generator = SyntheticGenerator(TRAIN_CLIPS, seed=self.config.seed)
-        rng = np.random.default_rng([self.config.seed, self.step_count])
-        index = self.step_count * self.config.batch_size  # resume continues with new samples
-        pending = []
-        try:
-            while True:
-                sample = generator.sample(index)
-                index += 1
-                if len(sample.boxes):
-                    pending.append(training_crops(sample, self.config.crop_side, self.mirror, rng))
-                if sum(len(b.crops) for b in pending) >= self.config.batch_size:
-                    merged = Batch(*(np.concatenate(parts)[:self.config.batch_size]
-                                     for parts in zip(*(dataclasses.astuple(b) for b in pending))))
-                    pending = []
-                    yield merged
-        finally:
-            generator.close()
+        """Endless batches of augmented crops from freshly rendered training samples, rendered
+        in `data_workers` background processes (a resumed run continues with new samples)."""
+        dataset = RenderedBatches(self.config, self.mirror, first_sample=self.step_count *
+                                  self.config.batch_size)
+        if self.config.data_workers == 0:
+            return iter(dataset)
+        return iter(torch.utils.data.DataLoader(
+            dataset, batch_size=None, num_workers=self.config.data_workers, prefetch_factor=4,
+            worker_init_fn=_single_thread_worker))
 
     def run(self) -> None:
         """Train until config.steps; on SIGTERM or Ctrl-C save a checkpoint and stop."""
@@ -151,6 +143,37 @@ class Trainer:
         finally:
             signal.signal(signal.SIGTERM, previous)
             self.save()
+
+
+class RenderedBatches(torch.utils.data.IterableDataset):
+    """Batches of training crops; with several workers, each renders its own samples."""
+
+    def __init__(self, config: TrainConfig, mirror: np.ndarray, first_sample: int):
+        self.config, self.mirror, self.first_sample = config, mirror, first_sample
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        worker, n_workers = (info.id, info.num_workers) if info else (0, 1)
+        generator = SyntheticGenerator(TRAIN_CLIPS, seed=self.config.seed)
+        rng = np.random.default_rng([self.config.seed, self.first_sample, worker])
+        index = self.first_sample + worker
+        pending = []
+        try:
+            while True:
+                sample = generator.sample(index)
+                index += n_workers
+                if len(sample.boxes):
+                    pending.append(training_crops(sample, self.config.crop_side, self.mirror, rng))
+                if sum(len(b.crops) for b in pending) >= self.config.batch_size:
+                    yield Batch(*(np.concatenate(parts)[:self.config.batch_size]
+                                  for parts in zip(*(dataclasses.astuple(b) for b in pending))))
+                    pending = []
+        finally:
+            generator.close()
+
+
+def _single_thread_worker(worker_id: int) -> None:
+    torch.set_num_threads(1)
 
 
 def _raise_keyboard_interrupt(signum, frame):
