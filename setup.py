@@ -26,6 +26,7 @@ setup(
         'metrabs-synth = metrabs_ros.data.dataset:main',
         'metrabs-train = metrabs_ros.train.trainer:main',
         'metrabs-eval = metrabs_ros.train.evaluate:main',
+        'metrabs-train-detector = metrabs_ros.train.detector_trainer:main',
     ]},
     extras_require={
         'test': ['pytest>=7'],

@@ -126,7 +126,12 @@ class TorchScriptDetector(PersonDetector):
 
 def load_detector(spec: str | Path, device: str | torch.device = 'cpu',
                   allow_download: bool = False) -> PersonDetector:
-    """Detector from a spec: 'file.pt' / 'file.ts' (TorchScript) or 'architecture[:weights_file]'."""
+    """Detector from a spec: a centre-point detector directory, 'file.pt' / 'file.ts'
+    (TorchScript) or 'architecture[:weights_file]' (torchvision)."""
+    from metrabs_ros.centre_detector import (CentreNetDetector, is_centre_net_directory,
+                                             load_centre_net)
+    if is_centre_net_directory(spec):
+        return CentreNetDetector(load_centre_net(spec), device)
     spec = str(spec)
     architecture, _, weights = spec.partition(':')
     if architecture in TORCHVISION_DETECTORS:

@@ -37,14 +37,18 @@ class Batch:
 
 def training_crops(sample: Sample, side: int, mirror: np.ndarray, rng: np.random.Generator,
                    ranges: AugmentationRanges | None = None, augment: bool = True) -> Batch:
-    """One crop per person of `sample` (float32 arrays)."""
+    """One crop per person of `sample` (float32 arrays). People whose box lies where the lens
+    distortion cannot be inverted (strong barrel distortion, image corners) are left out."""
     ranges = ranges or AugmentationRanges()
     linear = decode_gamma(sample.image)
     crops, intrinsics, targets3d, targets2d = [], [], [], []
     for joints3d, box in zip(sample.joints3d, sample.boxes):
         box = jitter_box(box, rng, ranges.shift) if augment else box
         augmentation = random_augmentation(rng, ranges) if augment else Augmentations.identity()
-        geometry = crop_geometry(sample.camera, box[None], side, augmentation)
+        try:
+            geometry = crop_geometry(sample.camera, box[None], side, augmentation)
+        except ValueError:
+            continue
         crop = encode_gamma(warp_cv2(linear, sampling_map(sample.camera, geometry)),
                             geometry.gammas)[0]
         if augment:
@@ -57,8 +61,11 @@ def training_crops(sample: Sample, side: int, mirror: np.ndarray, rng: np.random
         targets3d.append(in_crop)
         targets2d.append(in_crop[:, :2] / in_crop[:, 2:] @ geometry.K[0, :2, :2].T +
                          geometry.K[0, :2, 2])
-    return Batch(*(np.asarray(x, dtype=np.float32) for x in
-                   (crops, intrinsics, targets3d, targets2d)))
+    n_joints = sample.joints3d.shape[1]
+    return Batch(np.asarray(crops, np.float32).reshape(-1, 3, side, side),
+                 np.asarray(intrinsics, np.float32).reshape(-1, 3, 3),
+                 np.asarray(targets3d, np.float32).reshape(-1, n_joints, 3),
+                 np.asarray(targets2d, np.float32).reshape(-1, n_joints, 2))
 
 
 def random_augmentation(rng: np.random.Generator, ranges: AugmentationRanges) -> Augmentations:

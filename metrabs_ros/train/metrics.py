@@ -1,4 +1,5 @@
-"""3D pose metrics. Inputs in metres: pred, gt (..., J, 3); results in metres or fractions.
+"""3D pose metrics (inputs in metres: pred, gt (..., J, 3); results in metres or fractions) and
+box average precision for detectors.
 
 - MPJPE: mean per-joint position error after aligning the poses' roots (or means);
 - absolute MPJPE: without alignment (camera frame);
@@ -51,3 +52,43 @@ def pck_curve(pred, gt, thresholds_m=AUC_THRESHOLDS_M, root: int | None = 0) -> 
     """PCK at each threshold (for plots)."""
     errors = joint_errors(pred, gt, root)
     return np.array([(errors <= t).mean() for t in thresholds_m])
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(A, B) intersection over union of x, y, w, h boxes a (A, 4) and b (B, 4)."""
+    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
+    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
+    bottom_right = np.minimum(a[:, None, :2] + a[:, None, 2:], b[None, :, :2] + b[None, :, 2:])
+    intersection = np.prod(np.clip(bottom_right - top_left, 0, None), axis=-1)
+    union = np.prod(a[:, None, 2:], -1) + np.prod(b[None, :, 2:], -1) - intersection
+    return intersection / np.maximum(union, 1e-12)
+
+
+def average_precision(detections, ground_truths, iou_threshold: float = 0.5) -> float:
+    """Box AP (area under the interpolated precision-recall curve, all points) over images.
+
+    detections: per image (D, 5) [x, y, w, h, score]; ground_truths: per image (G, 4).
+    Each true box matches at most one detection, greedily by score."""
+    scores, hits, n_true = [], [], 0
+    for found, truth in zip(detections, ground_truths):
+        found = np.asarray(found, np.float64).reshape(-1, 5)
+        found = found[np.argsort(-found[:, 4], kind='stable')]
+        truth = np.asarray(truth, np.float64).reshape(-1, 4)
+        n_true += len(truth)
+        iou = box_iou(found[:, :4], truth)
+        taken = np.zeros(len(truth), bool)
+        for i in range(len(found)):
+            candidates = np.where(~taken & (iou[i] >= iou_threshold))[0] if len(truth) else []
+            best = candidates[np.argmax(iou[i, candidates])] if len(candidates) else None
+            if best is not None:
+                taken[best] = True
+            scores.append(found[i, 4])
+            hits.append(best is not None)
+    if n_true == 0:
+        raise ValueError('no ground-truth boxes')
+    order = np.argsort(-np.asarray(scores), kind='stable')
+    true_positives = np.cumsum(np.asarray(hits, float)[order])
+    recall = np.concatenate([[0], true_positives / n_true])
+    precision = np.concatenate([[1], true_positives / np.arange(1, len(order) + 1)])
+    envelope = np.maximum.accumulate(precision[::-1])[::-1]
+    return float(np.sum(np.diff(recall) * envelope[1:]))

@@ -7,11 +7,7 @@ weak-perspective. Checkpoints: out_dir/model (project format) + out_dir/train_st
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
-import math
-import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +20,8 @@ from metrabs_ros.model import Metrabs, ModelConfig
 from metrabs_ros.model.reconstruct import reconstruct_absolute
 from metrabs_ros.skeletons import get_skeleton
 from metrabs_ros.train.examples import Batch, training_crops
+from metrabs_ros.train.loop import (config_from_command_line, run_training,
+                                     single_thread_worker, warmup_cosine)
 from metrabs_ros.train.losses import metrabs_losses
 from metrabs_ros.weights import load_checkpoint, save_checkpoint
 
@@ -76,10 +74,7 @@ class Trainer:
             self.step_count = int(state['step'])
 
     def _lr_factor(self, step: int) -> float:
-        warmup, total = self.config.warmup_steps, self.config.steps
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+        return warmup_cosine(step, self.config.warmup_steps, self.config.steps)
 
     def train_step(self, batch: Batch) -> dict[str, float]:
         """One optimizer step on a batch; returns the loss terms."""
@@ -118,31 +113,11 @@ class Trainer:
             return iter(dataset)
         return iter(torch.utils.data.DataLoader(
             dataset, batch_size=None, num_workers=self.config.data_workers, prefetch_factor=4,
-            worker_init_fn=_single_thread_worker))
+            worker_init_fn=single_thread_worker))
 
     def run(self) -> None:
         """Train until config.steps; on SIGTERM or Ctrl-C save a checkpoint and stop."""
-        from tqdm import tqdm
-        log_path = self.out_dir / 'train_log.jsonl'
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-        try:
-            with open(log_path, 'a', buffering=1) as log, tqdm(
-                    total=self.config.steps, initial=self.step_count, unit='step') as bar:
-                for batch in self.batches():
-                    if self.step_count >= self.config.steps:
-                        break
-                    losses = self.train_step(batch)
-                    log.write(json.dumps(dict(step=self.step_count, **losses)) + '\n')
-                    bar.update(1)
-                    bar.set_postfix(loss=f'{losses["total"]:.4f}')
-                    if self.step_count % self.config.checkpoint_every == 0:
-                        self.save()
-        except KeyboardInterrupt:
-            print(f'metrabs-train: interrupted at step {self.step_count}; checkpoint saved')
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-            self.save()
+        run_training(self, 'metrabs-train')
 
 
 class RenderedBatches(torch.utils.data.IterableDataset):
@@ -172,23 +147,8 @@ class RenderedBatches(torch.utils.data.IterableDataset):
             generator.close()
 
 
-def _single_thread_worker(worker_id: int) -> None:
-    torch.set_num_threads(1)
-
-
-def _raise_keyboard_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog='metrabs-train', description=__doc__)
-    parser.add_argument('out_dir')
-    for field in dataclasses.fields(TrainConfig):
-        if field.name != 'out_dir':
-            parser.add_argument('--' + field.name.replace('_', '-'), type=type(field.default),
-                                default=field.default)
-    args = vars(parser.parse_args(argv))
-    Trainer(TrainConfig(**args)).run()
+    Trainer(config_from_command_line(TrainConfig, 'metrabs-train', __doc__, argv)).run()
     return 0
 
 

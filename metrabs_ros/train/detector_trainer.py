@@ -1,0 +1,217 @@
+"""Training the centre-point person detector on synthetic images (metrabs-train-detector).
+
+Images from the synthetic generator (training clips only) are resized to the network input with
+area averaging, flipped and colour-jittered. Targets per stride-16 cell: a Gaussian centre
+heatmap (penalty-reduced focal loss), and at each person's centre cell the sub-cell offset and
+log box size (L1). Resumable like metrabs-train: out_dir/detector (project format) +
+out_dir/train_state.pt.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from metrabs_ros.centre_detector import (OUTPUT_STRIDE, PAD_MULTIPLE, CentreNet, CentreNetConfig,
+                                         input_scale, is_centre_net_directory, load_centre_net,
+                                         normalize, save_centre_net)
+from metrabs_ros.data.generator import TRAIN_CLIPS, SyntheticGenerator
+from metrabs_ros.estimator import resolve_device
+from metrabs_ros.train.loop import (config_from_command_line, run_training,
+                                     single_thread_worker, warmup_cosine)
+
+SIZE_LOSS_FACTOR = 0.5
+
+
+@dataclass(frozen=True)
+class DetectorTrainConfig:
+    out_dir: str
+    batch_size: int = 8
+    steps: int = 3000
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 200
+    checkpoint_every: int = 250
+    input_side: int = 320
+    seed: int = 0
+    device: str = 'auto'
+    data_workers: int = 1
+
+
+@dataclass(frozen=True)
+class DetectorBatch:
+    """images (N, 3, H, W) float32 RGB in [0, 1] at network-input size; boxes: per image
+    (P, 4) x, y, w, h in network-input pixels."""
+
+    images: np.ndarray
+    boxes: tuple[np.ndarray, ...]
+
+
+def detector_example(image: np.ndarray, boxes: np.ndarray, config: CentreNetConfig,
+                     rng: np.random.Generator | None = None):
+    """Resize (and with rng, augment) an image and its x, y, w, h boxes to network input."""
+    height, width = image.shape[:2]
+    scale = input_scale(config, height, width)
+    size = (round(width * scale), round(height * scale))
+    resized = cv2.resize(image, size, interpolation=cv2.INTER_AREA).astype(np.float32) / 255
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4) * scale
+    if rng is not None:
+        if rng.random() < 0.5:
+            resized = resized[:, ::-1]
+            boxes = boxes.copy()
+            boxes[:, 0] = size[0] - boxes[:, 0] - boxes[:, 2]
+        resized = np.clip((resized - 0.5) * rng.uniform(0.7, 1.3) + 0.5 +
+                          rng.uniform(-0.15, 0.15), 0, 1)
+    padded = np.zeros((-(-size[1] // PAD_MULTIPLE) * PAD_MULTIPLE,
+                       -(-size[0] // PAD_MULTIPLE) * PAD_MULTIPLE, 3), np.float32)
+    padded[:size[1], :size[0]] = resized
+    return padded.transpose(2, 0, 1), boxes
+
+
+def centre_targets(boxes: np.ndarray, grid_height: int, grid_width: int):
+    """Heatmap (h, w), and per box its centre cell (row, col), offset (2) and log size (2)."""
+    heat = np.zeros((grid_height, grid_width), np.float32)
+    rows, cols = np.mgrid[:grid_height, :grid_width]
+    cells, offsets, sizes = [], [], []
+    for x, y, w, h in boxes / OUTPUT_STRIDE:
+        cx, cy = x + w / 2, y + h / 2
+        col, row = min(int(cx), grid_width - 1), min(int(cy), grid_height - 1)
+        sigma_x, sigma_y = max(w / 6, 0.5), max(h / 6, 0.5)
+        gaussian = np.exp(-((cols - col) ** 2 / (2 * sigma_x ** 2) +
+                            (rows - row) ** 2 / (2 * sigma_y ** 2)))
+        heat = np.maximum(heat, gaussian)
+        cells.append((row, col))
+        offsets.append((cx - col, cy - row))
+        sizes.append(np.log(np.maximum([w, h], 1e-3)))
+    return heat, np.array(cells, int).reshape(-1, 2), np.array(offsets, np.float32).reshape(-1, 2), \
+        np.array(sizes, np.float32).reshape(-1, 2)
+
+
+def detector_losses(output: torch.Tensor, boxes: tuple[np.ndarray, ...]) -> dict[str, torch.Tensor]:
+    """Focal centre loss (per person) and L1 offset + size losses at the centre cells."""
+    grid_height, grid_width = output.shape[-2:]
+    heats, batch_index, cells, offsets, sizes = [], [], [], [], []
+    for i, image_boxes in enumerate(boxes):
+        heat, cell, offset, size = centre_targets(image_boxes, grid_height, grid_width)
+        heats.append(heat)
+        batch_index += [i] * len(cell)
+        cells.append(cell)
+        offsets.append(offset)
+        sizes.append(size)
+    target = torch.from_numpy(np.stack(heats)).to(output.device)
+    logits = output[:, 0]
+    probability = torch.sigmoid(logits).clamp(1e-4, 1 - 1e-4)
+    positive = target == 1
+    n_people = max(1, int(positive.sum()))
+    focal = torch.where(
+        positive, -((1 - probability) ** 2) * torch.log(probability),
+        -((1 - target) ** 4) * probability ** 2 * torch.log(1 - probability))
+    losses = dict(centre=focal.sum() / n_people)
+    if batch_index:
+        cells = torch.from_numpy(np.concatenate(cells)).to(output.device)
+        at_centres = output[torch.tensor(batch_index, device=output.device), :, cells[:, 0],
+                            cells[:, 1]]
+        offsets = torch.from_numpy(np.concatenate(offsets)).to(output.device)
+        sizes = torch.from_numpy(np.concatenate(sizes)).to(output.device)
+        losses['offset'] = F.l1_loss(at_centres[:, 1:3], offsets)
+        losses['size'] = F.l1_loss(at_centres[:, 3:5], sizes)
+    else:
+        losses['offset'] = losses['size'] = output.sum() * 0
+    losses['total'] = losses['centre'] + losses['offset'] + SIZE_LOSS_FACTOR * losses['size']
+    return losses
+
+
+class DetectorTrainer:
+    def __init__(self, config: DetectorTrainConfig):
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.out_dir = Path(config.out_dir)
+        if is_centre_net_directory(self.out_dir / 'detector'):
+            self.network = load_centre_net(self.out_dir / 'detector')
+        else:
+            torch.manual_seed(config.seed)
+            self.network = CentreNet(CentreNetConfig(input_side=config.input_side))
+        self.network.to(self.device).train()
+        self.optimizer = torch.optim.AdamW(self.network.parameters(), lr=config.learning_rate,
+                                           weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: warmup_cosine(step, config.warmup_steps, config.steps))
+        self.step_count = 0
+        state_path = self.out_dir / 'train_state.pt'
+        if state_path.exists():
+            state = torch.load(state_path, map_location='cpu', weights_only=True)
+            self.optimizer.load_state_dict(state['optimizer'])
+            self.scheduler.load_state_dict(state['scheduler'])
+            self.step_count = int(state['step'])
+
+    def train_step(self, batch: DetectorBatch) -> dict[str, float]:
+        images = normalize(torch.from_numpy(batch.images).to(self.device))
+        losses = detector_losses(self.network(images), batch.boxes)
+        self.optimizer.zero_grad(set_to_none=True)
+        losses['total'].backward()
+        torch.nn.utils.clip_grad_norm_(self.network.parameters(), 10.0)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step_count += 1
+        return {k: float(v.detach()) for k, v in losses.items()}
+
+    def save(self) -> None:
+        save_centre_net(self.network, self.out_dir / 'detector')
+        torch.save(dict(step=self.step_count, optimizer=self.optimizer.state_dict(),
+                        scheduler=self.scheduler.state_dict(),
+                        config=dataclasses.asdict(self.config)),
+                   self.out_dir / 'train_state.pt')
+
+    def batches(self):
+        """Endless augmented batches of freshly rendered images (in data_workers processes)."""
+        dataset = RenderedDetectorBatches(self.config, self.network.config,
+                                          self.step_count * self.config.batch_size)
+        if self.config.data_workers == 0:
+            return iter(dataset)
+        return iter(torch.utils.data.DataLoader(
+            dataset, batch_size=None, num_workers=self.config.data_workers, prefetch_factor=4,
+            worker_init_fn=single_thread_worker))
+
+    def run(self) -> None:
+        run_training(self, 'metrabs-train-detector')
+
+
+class RenderedDetectorBatches(torch.utils.data.IterableDataset):
+    def __init__(self, config: DetectorTrainConfig, network_config: CentreNetConfig,
+                 first_sample: int):
+        self.config, self.network_config, self.first_sample = config, network_config, first_sample
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        worker, n_workers = (info.id, info.num_workers) if info else (0, 1)
+        # Different seed from metrabs-train's, so the two never render the same scenes.
+        generator = SyntheticGenerator(TRAIN_CLIPS, seed=1000 + self.config.seed)
+        rng = np.random.default_rng([self.config.seed, self.first_sample, worker])
+        index = self.first_sample + worker
+        try:
+            while True:
+                images, boxes = [], []
+                for _ in range(self.config.batch_size):
+                    sample = generator.sample(index)
+                    index += n_workers
+                    image, image_boxes = detector_example(sample.image, sample.boxes,
+                                                          self.network_config, rng)
+                    images.append(image)
+                    boxes.append(image_boxes)
+                yield DetectorBatch(np.stack(images), tuple(boxes))
+        finally:
+            generator.close()
+
+
+def main(argv=None) -> int:
+    DetectorTrainer(config_from_command_line(DetectorTrainConfig, 'metrabs-train-detector', __doc__, argv)).run()
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
