@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from metrabs_ros.train.metrics import (absolute_mpjpe, auc, joint_errors, mpjpe, pck,
-                                       pck_curve)
+from metrabs_ros.train.metrics import (absolute_mpjpe, auc, average_precision, box_iou,
+                                       joint_errors, mpjpe, pck, pck_curve)
 
 GT = np.array([[[0.0, 0, 3], [0.3, 0, 3], [0, 0.4, 3], [0, 0, 3.5]]])  # 1 pose, 4 joints
 
@@ -33,3 +33,20 @@ def test_mean_alignment_and_shape_check():
     assert mpjpe(pred, GT, root=None) == pytest.approx(0.0)
     with pytest.raises(ValueError, match='differs'):
         mpjpe(GT[:, :3], GT)
+
+
+def test_box_average_precision_on_hand_made_detections():
+    truth = [np.array([[0, 0, 10, 10], [20, 0, 10, 10]]), np.array([[0, 0, 10, 20]])]
+    perfect = [np.array([[0, 0, 10, 10, 0.9], [20, 0, 10, 10, 0.8]]),
+               np.array([[0, 0, 10, 20, 0.7]])]
+    assert average_precision(perfect, truth) == pytest.approx(1.0)
+    # One true box missed entirely: recall stops at 2/3 with precision 1.
+    assert average_precision([perfect[0], np.zeros((0, 5))], truth) == pytest.approx(2 / 3)
+    # A confident false positive (IoU 0.25 < 0.5) first, then the 3 hits:
+    # precision 1/2, 2/3, 3/4 at recall 1/3, 2/3, 1 -> AP = (3/4) * 1 = 0.75 after interpolation.
+    shifted = [np.concatenate([[[5, 5, 10, 10, 0.95]], perfect[0]]), perfect[1]]
+    assert average_precision(shifted, truth) == pytest.approx(0.75)
+    # A duplicate of a matched box counts as a false positive.
+    duplicated = [np.concatenate([perfect[0], [[0, 0, 10, 10, 0.1]]]), perfect[1]]
+    assert average_precision(duplicated, truth) == pytest.approx(1.0)
+    np.testing.assert_allclose(box_iou([[0, 0, 10, 10]], [[5, 0, 10, 10]]), [[50 / 150]])

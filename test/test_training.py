@@ -81,3 +81,16 @@ def test_sigterm_saves_a_resumable_checkpoint(tmp_path):
     steps = [json.loads(line)['step'] for line in log.read_text().splitlines()]
     assert len(steps) >= 2
     assert Trainer(TrainConfig(str(run), crop_side=64, device='cpu')).step_count == steps[-1]
+
+
+def test_people_whose_box_cannot_be_undistorted_are_left_out(batch):
+    from metrabs_ros.camera import Camera
+    from metrabs_ros.data.generator import Sample
+    camera = Camera(K=[[250, 0, 320], [0, 250, 240], [0, 0, 1]],
+                    distortion_coeffs=[-0.45, 0.05, 0, 0, 0], image_size=(640, 480))
+    joints = np.tile(np.array([[0.0, 0.0, 3.0]]), (2, 15, 1)) + np.linspace(0, 0.5, 15)[:, None]
+    sample = Sample(np.zeros((480, 640, 3), np.uint8), camera, joints, np.zeros((2, 15, 2)),
+                    np.array([[0.0, 0, 60, 60], [300, 200, 50, 50]]), np.zeros((2, 15), bool),
+                    ('walk', 'walk'), (0, 0))
+    crops = training_crops(sample, 64, SKELETON.mirror, np.random.default_rng(0), augment=False)
+    assert crops.crops.shape == (1, 3, 64, 64) and crops.targets3d.shape == (1, 15, 3)

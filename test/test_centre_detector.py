@@ -1,0 +1,93 @@
+import numpy as np
+import pytest
+import torch
+
+from metrabs_ros.centre_detector import (CentreNet, CentreNetConfig, CentreNetDetector, decode,
+                                         load_centre_net, save_centre_net)
+from metrabs_ros.detection import DetectorError, load_detector
+from metrabs_ros.train.detector_trainer import (DetectorBatch, DetectorTrainConfig,
+                                                DetectorTrainer, centre_targets,
+                                                detector_example)
+
+BOXES = np.array([[40.0, 30.0, 50.0, 120.0], [200.0, 100.0, 30.0, 60.0]])  # x, y, w, h
+
+
+def encoded_output(boxes: np.ndarray, grid_height: int, grid_width: int) -> torch.Tensor:
+    """The network output that exactly encodes `boxes` (network-input pixels)."""
+    heat, cells, offsets, sizes = centre_targets(boxes, grid_height, grid_width)
+    output = torch.zeros(5, grid_height, grid_width)
+    output[0] = torch.logit(torch.from_numpy(heat).clamp(1e-4, 0.99))
+    for (row, col), offset, size in zip(cells, offsets, sizes):
+        output[0, row, col] = 5.0
+        output[1:3, row, col] = torch.from_numpy(offset)
+        output[3:5, row, col] = torch.from_numpy(size)
+    return output
+
+
+def test_decoding_inverts_the_training_targets():
+    found = decode(encoded_output(BOXES, 16, 20), max_candidates=10)
+    confident = found[found[:, 4] > 0.9].numpy()
+    assert len(confident) == 2
+    order = np.argsort(confident[:, 0])
+    xyxy = np.concatenate([BOXES[:, :2], BOXES[:, :2] + BOXES[:, 2:]], 1)
+    np.testing.assert_allclose(confident[order, :4], xyxy, atol=1e-3)
+
+
+class EncodedBoxes(torch.nn.Module):
+    """Stands in for the network: outputs the encoding of fixed boxes and records its input."""
+
+    def __init__(self, boxes):
+        super().__init__()
+        self.config = CentreNetConfig(input_side=320)
+        self.boxes = boxes
+
+    def forward(self, x):
+        self.input_shape = tuple(x.shape)
+        return encoded_output(self.boxes, x.shape[2] // 16, x.shape[3] // 16)[None]
+
+
+def test_detector_maps_boxes_back_to_image_pixels():
+    network = EncodedBoxes(BOXES)
+    image = np.zeros((480, 640, 3), np.uint8)  # network input: 320 x 240, padded to 320 x 256
+    boxes = CentreNetDetector(network)(image, threshold=0.5)
+    assert network.input_shape == (1, 3, 256, 320)
+    np.testing.assert_allclose(boxes[np.argsort(boxes[:, 0]), :4], BOXES * 2, atol=1e-2)
+
+
+def test_save_load_round_trip_in_float16(tmp_path):
+    torch.manual_seed(0)
+    network = CentreNet(CentreNetConfig()).eval()
+    save_centre_net(network, tmp_path / 'det', dtype=torch.float16)
+    loaded = load_centre_net(tmp_path / 'det').eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), network(x), atol=0.05, rtol=0.05)
+    detector = load_detector(tmp_path / 'det')
+    assert isinstance(detector, CentreNetDetector)
+    assert detector(np.zeros((90, 120, 3), np.uint8)).shape[1] == 5
+    (tmp_path / 'det' / 'detector.safetensors').unlink()
+    with pytest.raises(DetectorError, match='det'):
+        load_centre_net(tmp_path / 'det')
+
+
+def test_training_steps_on_a_fixed_batch_decrease_the_loss(tmp_path):
+    rng = np.random.default_rng(0)
+    config = CentreNetConfig(input_side=128)
+    images, boxes = [], []
+    for _ in range(4):  # bright rectangles ("people") on noise
+        image = rng.integers(0, 80, (96, 128, 3), dtype=np.uint8)
+        x, y = rng.integers(5, 80), rng.integers(5, 30)
+        image[y:y + 60, x:x + 25] = 230
+        example = detector_example(image, [[x, y, 25, 60]], config, rng)
+        images.append(example[0])
+        boxes.append(example[1])
+    batch = DetectorBatch(np.stack(images), tuple(boxes))
+    trainer = DetectorTrainer(DetectorTrainConfig(str(tmp_path / 'run'), input_side=128,
+                                                  warmup_steps=1, device='cpu'))
+    first = trainer.train_step(batch)
+    for _ in range(15):
+        last = trainer.train_step(batch)
+    assert set(first) == {'centre', 'offset', 'size', 'total'}
+    assert last['total'] < 0.7 * first['total']
+    trainer.save()
+    assert DetectorTrainer(trainer.config).step_count == 16
