@@ -10,7 +10,8 @@ from metrabs_ros.data.dataset import write_dataset  # noqa: E402
 from metrabs_ros.data.generator import TEST_CLIPS, GeneratorConfig, SyntheticGenerator  # noqa: E402
 from metrabs_ros.model import Metrabs, ModelConfig  # noqa: E402
 from metrabs_ros.skeletons import get_skeleton  # noqa: E402
-from metrabs_ros.train.evaluate import evaluate, main, write_report  # noqa: E402
+from metrabs_ros.train.evaluate import (detector_average_precision, evaluate, main,  # noqa: E402
+                                        write_report)
 from metrabs_ros.weights import save_checkpoint  # noqa: E402
 
 SKELETON = get_skeleton('humanoid_15')
@@ -55,3 +56,19 @@ def test_cli_on_a_written_test_set(tmp_path, capsys):
     summary = json.loads((tmp_path / 'eval' / 'summary.json').read_text())
     assert summary['all']['people'] >= 2 and np.isfinite(summary['all']['mpjpe_mm'])
     assert '| untrained | all |' in capsys.readouterr().out
+
+
+def test_detector_average_precision_of_ground_truth_and_shifted_boxes(samples):
+    by_image = {id(s.image): s for s in samples}
+
+    def exact(image):
+        boxes = by_image[id(image)].boxes
+        return np.concatenate([boxes, np.ones((len(boxes), 1))], axis=1)
+
+    def shifted(image):  # every box moved by its own width: IoU 0
+        found = exact(image)
+        found[:, 0] += found[:, 2]
+        return found
+
+    assert detector_average_precision(exact, samples) == pytest.approx(1.0)
+    assert detector_average_precision(shifted, samples) == pytest.approx(0.0)

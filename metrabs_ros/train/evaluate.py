@@ -15,7 +15,8 @@ from typing import Callable, Iterable
 import numpy as np
 
 from metrabs_ros.data.generator import Sample
-from metrabs_ros.train.metrics import AUC_THRESHOLDS_M, PCK_THRESHOLD_M, joint_errors
+from metrabs_ros.train.metrics import (AUC_THRESHOLDS_M, PCK_THRESHOLD_M, average_precision,
+                                       joint_errors)
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,16 @@ def evaluate(estimate: Callable[[Sample], np.ndarray], samples: Iterable[Sample]
         raise ValueError('no people to evaluate')
     return EvaluationResult(np.concatenate(relative), np.concatenate(absolute),
                             np.concatenate(truncated), tuple(joint_names))
+
+
+def detector_average_precision(detect: Callable[[np.ndarray], np.ndarray],
+                               samples: Iterable[Sample], iou_threshold: float = 0.5) -> float:
+    """Box AP of detect(image) -> (D, 5) [x, y, w, h, score] against the samples' boxes."""
+    detections, truths = [], []
+    for sample in samples:
+        detections.append(detect(sample.image))
+        truths.append(sample.boxes)
+    return average_precision(detections, truths, iou_threshold)
 
 
 def _metrics(relative: np.ndarray, absolute: np.ndarray) -> dict[str, float]:
@@ -113,6 +124,8 @@ def main(argv=None) -> int:
     parser.add_argument('--num-aug', type=int, default=1)
     parser.add_argument('--max-samples', type=int, default=None)
     parser.add_argument('--device', default='auto')
+    parser.add_argument('--detector', type=Path, default=None,
+                        help='also report this detector\'s box AP@0.5 (threshold 0.05)')
     args = parser.parse_args(argv)
     model = load_model(args.model)
     estimator = PoseEstimator(model, device=args.device)
@@ -128,6 +141,14 @@ def main(argv=None) -> int:
                       skeleton.joint_names)
     write_report(result, args.out, args.model.name)
     print((args.out / 'table.md').read_text())
+    if args.detector is not None:
+        from metrabs_ros.detection import load_detector
+        detector = load_detector(args.detector)
+        ap = detector_average_precision(lambda image: detector(image, threshold=0.05),
+                                        (load_sample(args.data, i) for i in range(count)))
+        (args.out / 'detector.json').write_text(json.dumps(
+            dict(detector=str(args.detector), ap50=ap, images=count), indent=2))
+        print(f'detector {args.detector}: box AP@0.5 = {100 * ap:.1f} % on {count} images')
     return 0
 
 
