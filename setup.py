@@ -10,6 +10,7 @@ setup(
     license='MIT',
     python_requires='>=3.10',
     packages=find_packages(include=['metrabs_ros', 'metrabs_ros.*']),
+    package_data={'metrabs_ros': ['bundled/*/*']},  # default model, detector, sample sequence
     install_requires=[
         'numpy>=1.24',
         'torch>=2.1',
@@ -27,6 +28,8 @@ setup(
         'metrabs-train = metrabs_ros.train.trainer:main',
         'metrabs-eval = metrabs_ros.train.evaluate:main',
         'metrabs-train-detector = metrabs_ros.train.detector_trainer:main',
+        'metrabs-synth-sequence = metrabs_ros.data.sequence:main',
+        'metrabs-demo = metrabs_ros.ros.demo:main',
     ]},
     extras_require={
         'test': ['pytest>=7'],

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import yaml
 
+from metrabs_ros.bundled import model_and_detector
 from metrabs_ros.camera import DEFAULT_FOV_DEGREES, Camera
 from metrabs_ros.detection import DetectorError, load_detector
 from metrabs_ros.estimator import PoseEstimator
@@ -27,9 +28,12 @@ VIDEO_SUFFIXES = {'.mp4', '.avi', '.mkv', '.mov', '.webm', '.m4v'}
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='metrabs-pose', description=__doc__)
     parser.add_argument('input', type=Path, help='image file, folder of images, or video file')
-    parser.add_argument('--model', type=Path, required=True,
-                        help='model directory (metrabs_ros checkpoint or official release)')
-    parser.add_argument('--detector', help="TorchScript file or 'architecture:weights_file'")
+    parser.add_argument('--model', type=Path, default=None,
+                        help='model directory (metrabs_ros checkpoint or official release); '
+                             'default: the bundled synthetic-humanoid model')
+    parser.add_argument('--detector', help="centre-point detector directory, TorchScript file or "
+                                           "'architecture:weights_file'; default with the bundled "
+                                           "model: the bundled detector")
     parser.add_argument('--allow-download', action='store_true',
                         help="let a torchvision detector without weights file download COCO weights")
     parser.add_argument('--boxes', type=Path,
@@ -58,10 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         frames = Frames(args.input)
-        model = load_model(args.model)
-        detector = load_detector(args.detector, allow_download=args.allow_download) \
-            if args.detector else None
         boxes = load_boxes(args.boxes) if args.boxes else None
+        model_path, detector_spec = model_and_detector(args.model, args.detector)
+        model = load_model(model_path)
+        detector = load_detector(detector_spec, allow_download=args.allow_download) \
+            if detector_spec and boxes is None else None
         if detector is None and boxes is None:
             raise ValueError('give --detector or --boxes')
         estimator = PoseEstimator(model, detector, device=args.device)

@@ -9,4 +9,7 @@ if [ -f "$_metrabs_root/install/setup.sh" ]; then
   [ -n "${_metrabs_nounset:-}" ] && set -u
   unset _metrabs_nounset
 fi
+# The source tree first: new modules work without a rebuild; metrabs_ros.msg still comes from
+# install/ (metrabs_ros/__init__.py extends the package path).
+export PYTHONPATH="$_metrabs_root${PYTHONPATH:+:$PYTHONPATH}"
 unset _metrabs_root

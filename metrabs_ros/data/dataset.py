@@ -1,7 +1,7 @@
 """Writing and reading synthetic datasets on disk.
 
 Layout of a dataset directory: ``index.json`` (format, seed, clips, generator config, count) and
-per sample ``NNNNNN.png`` (RGB image) + ``NNNNNN.npz`` with K (3, 3), distortion (12,),
+per sample ``NNNNNN.png`` (RGB image; ``.jpg`` for sequences) + ``NNNNNN.npz`` with K (3, 3), distortion (12,),
 joints3d (P, 15, 3) metres in the camera optical frame, joints2d (P, 15, 2) distorted pixels,
 boxes (P, 4) x, y, w, h pixels, truncated (P, 15) bool, clips (P,) str, frames (P,) int.
 Re-running the writing command with the same arguments reproduces the files exactly.
@@ -44,9 +44,11 @@ def write_dataset(directory: str | Path, count: int, clips, seed: int,
     return directory
 
 
-def save_sample(directory: Path, index: int, sample: Sample) -> None:
+def save_sample(directory: Path, index: int, sample: Sample, image_suffix: str = '.png') -> None:
+    """Write sample `index`: image (PNG, or JPEG quality 90 with '.jpg') and npz."""
     stem = directory / f'{index:06d}'
-    cv2.imwrite(str(stem.with_suffix('.png')), cv2.cvtColor(sample.image, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(stem.with_suffix(image_suffix)), cv2.cvtColor(sample.image, cv2.COLOR_RGB2BGR),
+                [cv2.IMWRITE_JPEG_QUALITY, 90] if image_suffix == '.jpg' else [])
     np.savez_compressed(
         stem.with_suffix('.npz'), K=sample.camera.K, distortion=sample.camera.distortion_coeffs,
         joints3d=sample.joints3d, joints2d=sample.joints2d, boxes=sample.boxes,
@@ -57,9 +59,12 @@ def save_sample(directory: Path, index: int, sample: Sample) -> None:
 def load_sample(directory: str | Path, index: int) -> Sample:
     """Read sample `index` back (camera without extrinsics: ground truth is camera-frame)."""
     stem = Path(directory) / f'{index:06d}'
-    bgr = cv2.imread(str(stem.with_suffix('.png')), cv2.IMREAD_COLOR)
+    image_path = stem.with_suffix('.png')
+    if not image_path.exists() and stem.with_suffix('.jpg').exists():
+        image_path = stem.with_suffix('.jpg')
+    bgr = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
     if bgr is None:
-        raise FileNotFoundError(f'missing or unreadable image {stem.with_suffix(".png")}')
+        raise FileNotFoundError(f'missing or unreadable image {image_path}')
     with np.load(stem.with_suffix('.npz'), allow_pickle=False) as data:
         camera = Camera(K=data['K'], distortion_coeffs=data['distortion'],
                         image_size=(bgr.shape[1], bgr.shape[0]))

@@ -68,13 +68,26 @@ class SyntheticGenerator:
         """The sample number `index` (deterministic for this seed and config)."""
         rng = np.random.default_rng([self.seed, index])
         cfg = self.config
-        width, height = cfg.image_size
         n_people = int(rng.integers(cfg.people[0], cfg.people[1] + 1))
         roots, clips, frames = self._place_people(rng, n_people)
         camera = self._random_camera(rng, roots)
+        return self.render(camera, clips, frames, rng)
+
+    def render(self, camera: Camera, clips, frames, rng: np.random.Generator,
+               light_direction: np.ndarray | None = None,
+               background: np.ndarray | None = None) -> Sample:
+        """Render the first len(clips) posed humanoids (already placed) through `camera`; light
+        direction and background are drawn from rng unless given."""
+        cfg = self.config
+        width, height = cfg.image_size
+        n_people = len(clips)
+        if light_direction is None:
+            light_direction = rng.normal(size=3) + [0, 2, 0]
         rgb, body_ids = self.humanoid.render(camera, width, height,
-                                             light_direction=rng.normal(size=3) + [0, 2, 0])
-        image = np.where((body_ids >= 0)[..., None], rgb, random_background(rng, width, height))
+                                             light_direction=light_direction)
+        if background is None:
+            background = random_background(rng, width, height)
+        image = np.where((body_ids >= 0)[..., None], rgb, background)
         if camera.has_distortion:
             image, body_ids = apply_distortion(camera, image, body_ids)
         joints3d = np.stack([camera.world_to_camera(self.humanoid.joints_world(b))

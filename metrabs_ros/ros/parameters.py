@@ -33,9 +33,10 @@ class Param:
 
 PARAMETERS = (
     # Loaded at configure: read-only.
-    Param('model_path', '', 'model directory (metrabs_ros checkpoint or official release)', True),
-    Param('detector', '', "person detector: TorchScript file or 'architecture:weights_file'",
-          True),
+    Param('model_path', '', "model directory (metrabs_ros checkpoint or official release); "
+          "'' = the bundled synthetic-humanoid model", True),
+    Param('detector', '', "person detector: centre-point detector directory, TorchScript file or "
+          "'architecture:weights_file'; '' with model_path '' = the bundled detector", True),
     Param('device', 'auto', 'auto, cpu or cuda', True, choices=('auto', 'cpu', 'cuda')),
     Param('skeleton', '', "output joint set; '' = the model's first", True),
     Param('reliability', 'best_effort', 'input QoS reliability', True,

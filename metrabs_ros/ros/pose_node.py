@@ -29,6 +29,7 @@ from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
 from metrabs_ros.camera import Camera
+from metrabs_ros.bundled import model_and_detector
 from metrabs_ros.detection import DetectorError, load_detector
 from metrabs_ros.estimator import PoseEstimator
 from metrabs_ros.msg import SkeletonArray
@@ -55,6 +56,7 @@ class PoseNode(LifecycleNode):
         self.add_post_set_parameters_callback(self._parameters_changed)
         self.frames = LatestFrame()
         self.estimator: PoseEstimator | None = None
+        self.model_path = ''
         self.tracker: PoseTracker | None = None
         self.subscribers, self.synchronizer, self.worker = [], None, None
         self.publishers_: dict = {}
@@ -68,15 +70,14 @@ class PoseNode(LifecycleNode):
     # Lifecycle -------------------------------------------------------------------------------
     def on_configure(self, state) -> TransitionCallbackReturn:
         p = self.params
-        if not p['model_path']:
-            self.get_logger().error('model_path is not set: give a model directory')
-            return TransitionCallbackReturn.FAILURE
+        model_path, detector_spec = model_and_detector(p['model_path'], p['detector'])
+        self.model_path = str(model_path)
         try:
-            model = load_model(p['model_path'])
-            detector = load_detector(p['detector']) if p['detector'] else None
-            if detector is None:
-                raise DetectorError('detector is not set: give a TorchScript file or '
-                                    "'architecture:weights_file'")
+            model = load_model(model_path)
+            if detector_spec is None:
+                raise DetectorError('detector is not set: give a centre-point detector directory, '
+                                    "a TorchScript file or 'architecture:weights_file'")
+            detector = load_detector(detector_spec)
             self.estimator = PoseEstimator(model, detector, device=p['device'])
             self._warm_up()
         except (CheckpointError, DetectorError, ValueError) as e:
@@ -94,7 +95,8 @@ class PoseNode(LifecycleNode):
         self.diagnostics_timer = self.create_timer(p['diagnostics_period_s'],
                                                    self._publish_diagnostics)
         self.get_logger().info(
-            f'configured: model {p["model_path"]} on {self.estimator.device}, '
+            f'configured: model {model_path}, detector {detector_spec} on '
+            f'{self.estimator.device}, '
             f'skeleton {p["skeleton"] or model.output_skeletons.default}')
         return TransitionCallbackReturn.SUCCESS
 
@@ -302,7 +304,7 @@ class PoseNode(LifecycleNode):
                       frames_received=frames.received, frames_dropped=frames.dropped,
                       frames_processed=s['processed'], frames_failed=s['failed'],
                       frames_stale=s['stale'], people=s['people'],
-                      model=self.params['model_path'], device=status.hardware_id)
+                      model=self.model_path, device=status.hardware_id)
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()

@@ -1,0 +1,29 @@
+"""Copy trained runs into the package as the bundled defaults (float16) and render the sample
+sequence. Usage: python scripts/bundle_defaults.py POSE_RUN_DIR DETECTOR_RUN_DIR
+(the out_dir of metrabs-train and of metrabs-train-detector)."""
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+from metrabs_ros.bundled import DEFAULT_DETECTOR, DEFAULT_MODEL, SAMPLE_SEQUENCE
+from metrabs_ros.centre_detector import load_centre_net, save_centre_net
+from metrabs_ros.data.sequence import write_sequence
+from metrabs_ros.weights import load_checkpoint, save_checkpoint
+
+
+def main(pose_run: Path, detector_run: Path) -> None:
+    for directory in (DEFAULT_MODEL, DEFAULT_DETECTOR, SAMPLE_SEQUENCE):
+        shutil.rmtree(directory, ignore_errors=True)
+    save_checkpoint(load_checkpoint(pose_run / 'model'), DEFAULT_MODEL, dtype=torch.float16)
+    save_centre_net(load_centre_net(detector_run / 'detector'), DEFAULT_DETECTOR,
+                    dtype=torch.float16)
+    write_sequence(SAMPLE_SEQUENCE)
+    for directory in (DEFAULT_MODEL, DEFAULT_DETECTOR, SAMPLE_SEQUENCE):
+        size = sum(f.stat().st_size for f in directory.iterdir())
+        print(f'{directory}: {size / 1e6:.2f} MB')
+
+
+if __name__ == '__main__':
+    main(Path(sys.argv[1]), Path(sys.argv[2]))
