@@ -72,3 +72,19 @@ def test_detector_average_precision_of_ground_truth_and_shifted_boxes(samples):
 
     assert detector_average_precision(exact, samples) == pytest.approx(1.0)
     assert detector_average_precision(shifted, samples) == pytest.approx(0.0)
+
+
+def test_crop_comparison_of_metro_and_25d_models(samples):
+    from metrabs_ros.train.baseline_25d import Heatmap25D, compare_on_crops
+    torch.manual_seed(0)
+    cfg = ModelConfig(backbone='resnet18', joint_names=SKELETON.joint_names,
+                      joint_edges=SKELETON.edges.tolist(), skeleton='humanoid_15', crop_side=64,
+                      input_normalization='imagenet')
+    result = compare_on_crops(dict(metro=Metrabs(cfg).eval(), baseline=Heatmap25D(cfg).eval()),
+                              samples, SKELETON.mirror)
+    people = sum(len(s.boxes) for s in samples)
+    for row in result.values():
+        assert row['crops'] == people
+        assert 0 <= row['truncated_crops'] <= people
+        assert row['mpjpe_mm'] > 0 and np.isfinite(row['mpjpe_mm'])
+    assert result['metro']['mpjpe_mm'] != result['baseline']['mpjpe_mm']

@@ -94,3 +94,27 @@ def test_people_whose_box_cannot_be_undistorted_are_left_out(batch):
                     ('walk', 'walk'), (0, 0))
     crops = training_crops(sample, 64, SKELETON.mirror, np.random.default_rng(0), augment=False)
     assert crops.crops.shape == (1, 3, 64, 64) and crops.targets3d.shape == (1, 15, 3)
+
+
+def test_the_25d_baseline_trains_and_round_trips(batch, tmp_path):
+    from metrabs_ros.train.baseline_25d import Heatmap25D, back_project, load_25d
+    config = TrainConfig(str(tmp_path / 'run'), crop_side=64, warmup_steps=1, steps=100,
+                         device='cpu', learning_rate=1e-3, model_kind='2.5d')
+    trainer = Trainer(config)
+    assert isinstance(trainer.model, Heatmap25D)
+    first = trainer.train_step(batch)
+    for _ in range(15):
+        last = trainer.train_step(batch)
+    assert set(first) == {'loss_depth', 'loss2d', 'total'}
+    assert last['total'] < 0.8 * first['total']
+    trainer.save()
+    resumed = Trainer(config)
+    assert resumed.step_count == 16 and isinstance(resumed.model, Heatmap25D)
+    for a, b in zip(trainer.model.state_dict().values(), load_25d(tmp_path / 'run' / 'model')
+                    .state_dict().values()):
+        torch.testing.assert_close(a, b)
+    # Back-projecting the true pixels and root-relative depths with the true root depth gives
+    # back the true 3D pose.
+    depth = batch.targets3d[..., 2] - batch.targets3d[:, :1, 2]
+    restored = back_project(batch.targets2d, depth, batch.targets3d[:, 0, 2], batch.intrinsics)
+    np.testing.assert_allclose(restored, batch.targets3d, atol=1e-4)

@@ -19,6 +19,8 @@ from metrabs_ros.estimator import resolve_device
 from metrabs_ros.model import Metrabs, ModelConfig
 from metrabs_ros.model.reconstruct import reconstruct_absolute
 from metrabs_ros.skeletons import get_skeleton
+from metrabs_ros.train.baseline_25d import (Heatmap25D, is_25d_directory, load_25d, losses_25d,
+                                            save_25d)
 from metrabs_ros.train.examples import Batch, training_crops
 from metrabs_ros.train.loop import (config_from_command_line, run_training,
                                      single_thread_worker, warmup_cosine)
@@ -44,6 +46,7 @@ class TrainConfig:
     seed: int = 0
     device: str = 'auto'
     data_workers: int = 1  # processes rendering batches while the model trains (0: inline)
+    model_kind: str = 'metrabs'  # or '2.5d': the heatmap baseline of the truncation ablation
 
 
 class Trainer:
@@ -53,14 +56,20 @@ class Trainer:
         self.out_dir = Path(config.out_dir)
         skeleton = get_skeleton(SKELETON)
         self.mirror = skeleton.mirror
+        if config.model_kind not in ('metrabs', '2.5d'):
+            raise ValueError(f"model_kind must be 'metrabs' or '2.5d', got {config.model_kind!r}")
+        self.baseline = config.model_kind == '2.5d'
         if (self.out_dir / 'model' / 'config.json').exists():
             self.model = load_checkpoint(self.out_dir / 'model')
+        elif is_25d_directory(self.out_dir / 'model'):
+            self.model = load_25d(self.out_dir / 'model')
         else:
             torch.manual_seed(config.seed)
-            self.model = Metrabs(ModelConfig(
+            model_config = ModelConfig(
                 backbone=config.backbone, joint_names=skeleton.joint_names,
                 joint_edges=skeleton.edges.tolist(), skeleton=SKELETON,
-                crop_side=config.crop_side, input_normalization='imagenet'))
+                crop_side=config.crop_side, input_normalization='imagenet')
+            self.model = Heatmap25D(model_config) if self.baseline else Metrabs(model_config)
         self.model.to(self.device).train()
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.learning_rate,
                                            weight_decay=config.weight_decay)
@@ -82,12 +91,16 @@ class Trainer:
         crops, intrinsics, targets3d, targets2d = (to(a) for a in (
             batch.crops, batch.intrinsics, batch.targets3d, batch.targets2d))
         output = self.model(crops, intrinsics)
-        absolute = self.step_count >= self.config.absolute_loss_start
-        if absolute and self.step_count < self.config.weak_perspective_until:
-            output = output._replace(poses3d_m=reconstruct_absolute(
-                output.coords2d_px, output.coords3d_rel_m, intrinsics, output.in_fov,
-                weak_perspective=True))
-        losses = metrabs_losses(output, targets3d, targets2d, self.config.crop_side, absolute)
+        if self.baseline:
+            losses = losses_25d(*output, targets3d, targets2d, self.config.crop_side)
+        else:
+            absolute = self.step_count >= self.config.absolute_loss_start
+            if absolute and self.step_count < self.config.weak_perspective_until:
+                output = output._replace(poses3d_m=reconstruct_absolute(
+                    output.coords2d_px, output.coords3d_rel_m, intrinsics, output.in_fov,
+                    weak_perspective=True))
+            losses = metrabs_losses(output, targets3d, targets2d, self.config.crop_side,
+                                    absolute)
         self.optimizer.zero_grad(set_to_none=True)
         losses['total'].backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 10.0)
@@ -98,7 +111,10 @@ class Trainer:
 
     def save(self) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        save_checkpoint(self.model, self.out_dir / 'model')
+        if self.baseline:
+            save_25d(self.model, self.out_dir / 'model')
+        else:
+            save_checkpoint(self.model, self.out_dir / 'model')
         torch.save(dict(step=self.step_count, optimizer=self.optimizer.state_dict(),
                         scheduler=self.scheduler.state_dict(),
                         config=dataclasses.asdict(self.config)),
