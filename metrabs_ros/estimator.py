@@ -16,6 +16,7 @@ from metrabs_ros.crops import (Augmentations, CropGeometry, crop_geometry, decod
 from metrabs_ros.detection import PersonDetector
 from metrabs_ros.model.metrabs import Metrabs
 from metrabs_ros.skeletons import Skeleton, mirror_permutation
+from metrabs_ros.stage_timer import StageTimer
 from metrabs_ros.suppression import joint_spread, plausible_pose_indices
 
 MAX_IMAGE_PIXELS = 100_000_000
@@ -60,6 +61,7 @@ class PoseEstimator:
         self.detector = detector.to(self.device) if detector is not None else None
         self.half_precision = self.device.type == 'cuda' if half_precision is None else half_precision
         self.raw_mirror = mirror_permutation(model.config.joint_names)
+        self.timer = StageTimer(self.device)  # enable for per-stage timings (benchmarks)
 
     def detect_poses(self, image: np.ndarray, camera: Camera | None = None, *,
                      detector_threshold: float = 0.3, detector_nms_iou_threshold: float = 0.7,
@@ -74,8 +76,9 @@ class PoseEstimator:
         if self.detector is None:
             raise ValueError('this PoseEstimator has no detector; use estimate_poses with boxes')
         image = check_image(image)
-        boxes = self.detector(image, detector_threshold, detector_nms_iou_threshold,
-                              max_detections, detector_flip_aug)
+        with self.timer('detector'):
+            boxes = self.detector(image, detector_threshold, detector_nms_iou_threshold,
+                                  max_detections, detector_flip_aug)
         return self._estimate(image, boxes, camera, suppress=suppress_implausible_poses, **options)
 
     def estimate_poses(self, image: np.ndarray, boxes: np.ndarray, camera: Camera | None = None,
@@ -113,14 +116,25 @@ class PoseEstimator:
         if internal_batch_size < 1 or antialias_factor < 1:
             raise ValueError('internal_batch_size and antialias_factor must be at least 1')
         augmentations = Augmentations.official(num_aug)
-        n_box, n_joints = len(boxes), out_skeleton.n_joints
+        n_box = len(boxes)
         frame = 'camera' if np.allclose(camera.extrinsic, np.eye(4)) else 'world'
         if n_box == 0:
             return _empty_result(out_skeleton, frame, num_aug, average_aug)
 
-        geometry = crop_geometry(camera, boxes[:, :4], self.model.config.crop_side, augmentations)
+        with self.timer('cropping'):
+            geometry = crop_geometry(camera, boxes[:, :4], self.model.config.crop_side,
+                                     augmentations)
         poses_crop = self._predict_crops(image, camera, geometry, internal_batch_size,
                                          antialias_factor, gamma_correct)
+        with self.timer('post-processing'):
+            return self._finish(poses_crop, geometry, boxes, camera, skeleton_name, out_skeleton,
+                                num_aug, average_aug, suppress, frame)
+
+    def _finish(self, poses_crop, geometry, boxes, camera, skeleton_name, out_skeleton, num_aug,
+                average_aug, suppress, frame) -> PoseResult:
+        """Crop-camera poses -> averaged, suppressed, projected camera/world poses."""
+        outputs = self.model.output_skeletons
+        n_box, n_joints = len(boxes), out_skeleton.n_joints
         poses_raw = uncrop_poses(poses_crop, geometry, self.raw_mirror)
         poses_cam = outputs.select(torch.from_numpy(poses_raw), skeleton_name).numpy()
         poses_aug = poses_cam.reshape(num_aug, n_box, n_joints, 3).transpose(1, 0, 2, 3)
@@ -142,21 +156,23 @@ class PoseEstimator:
                        batch_size: int, antialias: int, gamma_correct: bool) -> np.ndarray:
         """(N, J_raw, 3) float64 crop-camera poses for all crops, in batches."""
         encoding = 2.2 if gamma_correct else 1.0
-        source = decode_gamma(image, encoding)
-        if not self.use_cv2:
-            source = torch.from_numpy(source).to(self.device).permute(2, 0, 1)[None]
+        with self.timer('cropping'):
+            source = decode_gamma(image, encoding)
+            if not self.use_cv2:
+                source = torch.from_numpy(source).to(self.device).permute(2, 0, 1)[None]
         results = []
         for start in range(0, len(geometry), batch_size):
-            part = geometry.subset(slice(start, start + batch_size))
-            maps = sampling_map(camera, part, antialias, device=self.device)
-            if self.use_cv2:
-                crops = torch.from_numpy(warp_cv2(source, maps, antialias)).permute(0, 3, 1, 2)
-                crops = crops.to(self.device)
-            else:
-                crops = warp_torch(source, maps, antialias=antialias)
-            crops = encode_gamma(crops, part.gammas, encoding)
-            K = torch.as_tensor(part.K, dtype=torch.float32, device=self.device)
-            with torch.inference_mode(), torch.autocast(
+            with self.timer('cropping'):
+                part = geometry.subset(slice(start, start + batch_size))
+                maps = sampling_map(camera, part, antialias, device=self.device)
+                if self.use_cv2:
+                    crops = torch.from_numpy(warp_cv2(source, maps, antialias))
+                    crops = crops.permute(0, 3, 1, 2).to(self.device)
+                else:
+                    crops = warp_torch(source, maps, antialias=antialias)
+                crops = encode_gamma(crops, part.gammas, encoding)
+                K = torch.as_tensor(part.K, dtype=torch.float32, device=self.device)
+            with self.timer('model'), torch.inference_mode(), torch.autocast(
                     self.device.type, dtype=torch.float16, enabled=self.half_precision):
                 results.append(self.model(crops, K).poses3d_m.double().cpu().numpy())
         return np.concatenate(results)

@@ -180,3 +180,21 @@ def test_bad_boxes_and_missing_detector_raise():
         estimator.estimate_poses(IMAGE, np.zeros((2, 3)))
     with pytest.raises(ValueError, match='detector'):
         estimator.detect_poses(IMAGE)
+
+
+def test_stage_timer_accounts_each_stage_only_when_enabled():
+    from metrabs_ros.stage_timer import StageTimer
+    timer = StageTimer('cpu')
+    with timer('model'):
+        pass
+    assert dict(timer.seconds) == {}
+    timer.enabled = True
+    with timer('model'):
+        sum(range(10000))
+    with timer('model'):
+        pass
+    with timer('cropping'):
+        pass
+    assert set(timer.seconds) == {'model', 'cropping'} and timer.seconds['model'] > 0
+    timer.reset()
+    assert not timer.seconds
