@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from metrabs_ros.bundled import SAMPLE_SEQUENCE
+from metrabs_ros.ros.node_process import pose_node_process
 
 NAMESPACE = '/metrabs_demo'
 
@@ -44,24 +44,11 @@ def main(argv=None) -> int:
         print(f'metrabs-demo: error: no sequence at {args.sequence}', file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    node_args = [sys.executable, '-m', 'metrabs_ros.ros.pose_node', '--ros-args',
-                 '-r', f'__ns:={NAMESPACE}', '-p', f'device:={args.device}',
-                 '-p', f'num_aug:={args.num_aug}', '-p', 'reliability:=reliable',
-                 '-p', 'diagnostics_period_s:=0.5', '-p', 'publish_debug_image:=true']
-    for name, value in (('model_path', args.model), ('detector', args.detector)):
-        if value:  # empty: the node's default, the bundled model / detector
-            node_args += ['-p', f'{name}:={value}']
-    with open(args.out / 'node.log', 'w') as log:
-        node = subprocess.Popen(node_args, stdout=log, stderr=subprocess.STDOUT,
-                                env=os.environ.copy())
-        try:
-            summary = play(args.sequence, node, args.startup_timeout, args.out, args.realtime)
-        finally:
-            node.terminate()
-            try:
-                node.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                node.kill()
+    parameters = dict(model_path=args.model, detector=args.detector, device=args.device,
+                      num_aug=args.num_aug, reliability='reliable', diagnostics_period_s=0.5,
+                      publish_debug_image=True)
+    with pose_node_process(NAMESPACE, parameters, args.out / 'node.log') as node:
+        summary = play(args.sequence, node, args.startup_timeout, args.out, args.realtime)
     if summary is None:
         print(f'metrabs-demo: error: the node did not come up; see {args.out / "node.log"}',
               file=sys.stderr)
@@ -100,9 +87,9 @@ def play(sequence: Path, node: subprocess.Popen, startup_timeout: float, out: Pa
             receipt_times[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = time.time()
             received['skeletons'].append(msg)
 
-        peer.create_subscription(SkeletonArray, 'skeletons', on_skeletons, 50)
-        peer.create_subscription(MarkerArray, 'markers', received['markers'].append, 50)
-        peer.create_subscription(Image, 'debug_image', received['debug'].append, 5)
+        outputs = [peer.create_subscription(SkeletonArray, 'skeletons', on_skeletons, 50),
+                   peer.create_subscription(MarkerArray, 'markers', received['markers'].append, 50),
+                   peer.create_subscription(Image, 'debug_image', received['debug'].append, 5)]
         peer.create_subscription(DiagnosticArray, '/diagnostics',
                                  received['diagnostics'].append, 10)
 
@@ -116,10 +103,8 @@ def play(sequence: Path, node: subprocess.Popen, startup_timeout: float, out: Pa
         if not spin_until(lambda: received['diagnostics'] or node.poll() is not None,
                           startup_timeout) or node.poll() is not None:
             return None
-        outputs = [f'{NAMESPACE}/{name}' for name in ('skeletons', 'markers', 'debug_image')]
         spin_until(lambda: image_pub.get_subscription_count() and info_pub.get_subscription_count()
-                   and all(peer.count_publishers(topic) for topic in outputs), 10.0)
-        spin_until(lambda: False, 0.5)  # let the matched endpoints settle
+                   and all(s.get_publisher_count() for s in outputs), 10.0)
         samples = [load_sample(sequence, i) for i in range(index['count'])]
         period = 1.0 / index.get('fps', 10.0)
         sent = {}
@@ -133,8 +118,8 @@ def play(sequence: Path, node: subprocess.Popen, startup_timeout: float, out: Pa
             if not realtime:  # paced: wait for this frame's output (the node drops no frame)
                 spin_until(lambda: len(received['skeletons']) > number, 30.0)
             spin_until(lambda: False, max(0.0, period - (time.monotonic() - start)))
-        spin_until(lambda: len(received['skeletons']) >= len(samples), 60.0)
-        spin_until(lambda: False, 0.5)  # the last markers and debug image
+        spin_until(lambda: min(len(received[k]) for k in ('skeletons', 'markers', 'debug'))
+                   >= len(samples), 60.0)
         summary = summarize(received, receipt_times, sent, samples)
         write_pictures(received, out)
         return summary

@@ -1,0 +1,45 @@
+"""Start the pose node in a process of its own (demo, benchmarks), stop it cleanly."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def pose_node_process(namespace: str, parameters: dict, log_path: Path):
+    """Run ``python -m metrabs_ros.ros.pose_node`` in `namespace` with `parameters` (empty
+    strings are left at the node's default); yields the Popen, terminates it on exit."""
+    args = [sys.executable, '-m', 'metrabs_ros.ros.pose_node', '--ros-args',
+            '-r', f'__ns:={namespace}']
+    for name, value in parameters.items():
+        if value == '':
+            continue  # '' cannot be written as a -p override; it is the default anyway
+        if isinstance(value, bool):
+            value = str(value).lower()
+        args += ['-p', f'{name}:={value}']
+    with open(log_path, 'w') as log:
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
+                                   env=os.environ.copy())
+        try:
+            yield process
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def resident_memory_mb(pid: int) -> float:
+    """Resident set size of a process in MB (Linux /proc), NaN when unavailable."""
+    try:
+        for line in Path(f'/proc/{pid}/status').read_text().splitlines():
+            if line.startswith('VmRSS:'):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float('nan')
