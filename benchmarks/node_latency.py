@@ -1,0 +1,144 @@
+"""Node end to end: a camera publisher (this process) at a fixed rate and the pose node in its own
+process over DDS. Reports output rate, latency from image stamp to skeleton receipt (median,
+p95), frames dropped by the node, its resident memory after warm-up and at the end, and the
+node's overhead over the estimator alone on the same frames.
+
+    python benchmarks/node_latency.py [--rates 30 100] [--seconds 60] [--device auto]
+        [--num-aug 1]
+
+Frames: the bundled sample sequence (640x480, 2 people), cycled, each with a fresh stamp.
+The overhead compares the node's time per processed frame when saturated (1 / output rate at
+the highest input rate) with estimator.detect_poses on the same frames in this process.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from _common import machine
+
+
+def run_rate(rate: float, seconds: float, parameters: dict, frames) -> dict:
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CameraInfo, Image
+
+    from metrabs_ros.msg import SkeletonArray
+    from metrabs_ros.ros.demo import frame_messages
+    from metrabs_ros.ros.node_process import pose_node_process, resident_memory_mb
+
+    namespace = '/metrabs_benchmark'
+    log = Path(tempfile.mkdtemp()) / 'node.log'
+    with pose_node_process(namespace, parameters, log) as node:
+        rclpy.init()
+        peer = rclpy.create_node('benchmark_camera', namespace=namespace)
+        try:
+            qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+            image_pub = peer.create_publisher(Image, 'image', qos)
+            info_pub = peer.create_publisher(CameraInfo, 'camera_info', qos)
+            latencies, diagnostics = [], []
+
+            def on_skeletons(msg):
+                stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+                latencies.append((time.time(), time.time() - stamp))
+
+            peer.create_subscription(SkeletonArray, 'skeletons', on_skeletons, 100)
+            peer.create_subscription(DiagnosticArray, '/diagnostics', diagnostics.append, 10)
+            deadline = time.monotonic() + 180
+            while not diagnostics and node.poll() is None and time.monotonic() < deadline:
+                rclpy.spin_once(peer, timeout_sec=0.05)
+            if not diagnostics:
+                raise RuntimeError(f'node did not come up: {log.read_text()[-2000:]}')
+            while image_pub.get_subscription_count() == 0:
+                rclpy.spin_once(peer, timeout_sec=0.05)
+            rss_start = resident_memory_mb(node.pid)
+            period, sent, start = 1.0 / rate, 0, time.monotonic()
+            while time.monotonic() - start < seconds:
+                image, info = frame_messages(frames[sent % len(frames)],
+                                             peer.get_clock().now().to_msg())
+                image_pub.publish(image)
+                info_pub.publish(info)
+                sent += 1
+                next_time = start + sent * period
+                while time.monotonic() < next_time:
+                    rclpy.spin_once(peer, timeout_sec=max(0.0, next_time - time.monotonic()))
+            end = time.monotonic() + 5
+            while time.monotonic() < end:
+                rclpy.spin_once(peer, timeout_sec=0.05)
+            rss_end = resident_memory_mb(node.pid)
+            values = {kv.key: kv.value for kv in diagnostics[-1].status[0].values}
+        finally:
+            peer.destroy_node()
+            rclpy.try_shutdown()
+    times = np.array([t for t, _ in latencies])
+    lat = 1000 * np.array([d for _, d in latencies])
+    steady = times > times[0] + 2 if len(times) else times  # skip the first 2 s
+    output_rate = (steady.sum() - 1) / (times[steady][-1] - times[steady][0]) \
+        if steady.sum() > 2 else float('nan')
+    return dict(rate_hz=rate, sent=sent, received=len(lat), output_hz=output_rate,
+                latency_median_ms=float(np.median(lat)), latency_p95_ms=float(
+                    np.percentile(lat, 95)), dropped=int(values.get('frames_dropped', -1)),
+                node_inference_ms=float(values.get('inference_ms', 'nan')),
+                rss_start_mb=rss_start, rss_end_mb=rss_end)
+
+
+def estimator_ms_per_frame(parameters: dict, frames) -> float:
+    from metrabs_ros.bundled import model_and_detector
+    from metrabs_ros.detection import load_detector
+    from metrabs_ros.estimator import PoseEstimator
+    from metrabs_ros.weights import load_model
+    model_path, detector = model_and_detector(parameters['model_path'], parameters['detector'])
+    estimator = PoseEstimator(load_model(model_path), load_detector(detector),
+                              device=parameters['device'])
+    options = dict(num_aug=parameters['num_aug'])
+    for frame in frames[:2]:
+        estimator.detect_poses(frame.image, frame.camera, **options)
+    start = time.perf_counter()
+    for frame in frames:
+        estimator.detect_poses(frame.image, frame.camera, **options)
+    return 1000 * (time.perf_counter() - start) / len(frames)
+
+
+def main(argv=None) -> None:
+    from metrabs_ros.bundled import SAMPLE_SEQUENCE
+    from metrabs_ros.data.dataset import load_sample
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--rates', type=float, nargs='+', default=[30.0, 100.0])
+    parser.add_argument('--seconds', type=float, default=60.0)
+    parser.add_argument('--device', default='auto')
+    parser.add_argument('--num-aug', type=int, default=1)
+    parser.add_argument('--json', type=Path, default=None, help='also write the rows here')
+    args = parser.parse_args(argv)
+    os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+    count = json.loads((SAMPLE_SEQUENCE / 'index.json').read_text())['count']
+    frames = [load_sample(SAMPLE_SEQUENCE, i) for i in range(count)]
+    parameters = dict(model_path='', detector='', device=args.device, num_aug=args.num_aug,
+                      reliability='reliable', diagnostics_period_s=1.0)
+    print(f'machine: {machine()}')
+    rows = [run_rate(rate, args.seconds, parameters, frames) for rate in args.rates]
+    alone = estimator_ms_per_frame(parameters, frames)
+    print(f'node: bundled model + detector, num_aug {args.num_aug}, {args.seconds:.0f} s per rate')
+    print('| input Hz | sent | outputs | output Hz | latency median (ms) | latency p95 (ms) | '
+          'dropped | RSS after warm-up (MB) | RSS at end (MB) |')
+    print('| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
+    for r in rows:
+        print(f'| {r["rate_hz"]:.0f} | {r["sent"]} | {r["received"]} | {r["output_hz"]:.2f} | '
+              f'{r["latency_median_ms"]:.0f} | {r["latency_p95_ms"]:.0f} | {r["dropped"]} | '
+              f'{r["rss_start_mb"]:.0f} | {r["rss_end_mb"]:.0f} |')
+    saturated = 1000 / rows[-1]['output_hz']
+    print(f'estimator alone: {alone:.1f} ms per frame; node when saturated: {saturated:.1f} ms '
+          f'per frame -> overhead {100 * (saturated / alone - 1):+.1f} %')
+    if args.json:
+        args.json.write_text(json.dumps(dict(rows=rows, estimator_ms=alone), indent=2))
+
+
+if __name__ == '__main__':
+    main()
