@@ -14,6 +14,7 @@ maps original-camera coordinates to crop-camera coordinates (p_crop = R p_orig).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -230,8 +231,15 @@ def encode_gamma(crops, gammas, encoding: float = GAMMA_ENCODING):
 def decode_gamma(image_uint8, encoding: float = GAMMA_ENCODING):
     """uint8 display image -> float32 in [0, 1] raised to `encoding` (linear light for 2.2)."""
     if isinstance(image_uint8, np.ndarray):
+        if image_uint8.dtype == np.uint8:  # a 256-entry table: ~5x faster than the power
+            return _gamma_table(float(encoding))[image_uint8]
         return (image_uint8.astype(np.float32) / 255) ** encoding
     return (image_uint8.float() / 255) ** encoding
+
+
+@lru_cache(maxsize=8)
+def _gamma_table(encoding: float) -> np.ndarray:
+    return (np.arange(256, dtype=np.float32) / 255) ** np.float32(encoding)
 
 
 def uncrop_poses(poses_crop: np.ndarray, geometry: CropGeometry,

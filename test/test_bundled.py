@@ -1,0 +1,73 @@
+"""The bundled default model and detector: size, and accuracy on held-out synthetic people."""
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip('pybullet', reason='pybullet not installed: pip install .[data]')
+from metrabs_ros.bundled import (DEFAULT_DETECTOR, DEFAULT_MODEL, SAMPLE_SEQUENCE,  # noqa: E402
+                                 model_and_detector)
+from metrabs_ros.data.generator import TEST_CLIPS, SyntheticGenerator  # noqa: E402
+from metrabs_ros.detection import load_detector  # noqa: E402
+from metrabs_ros.estimator import PoseEstimator  # noqa: E402
+from metrabs_ros.model import Metrabs  # noqa: E402
+from metrabs_ros.train.evaluate import detector_average_precision, evaluate  # noqa: E402
+from metrabs_ros.weights import load_model  # noqa: E402
+
+# Bounds measured on these samples (README, "Bundled default model"), with margin.
+MPJPE_BOUND_MM = 150.0
+ABS_MPJPE_BOUND_MM = 600.0
+AP50_BOUND = 0.6
+
+
+@pytest.fixture(scope='module')
+def samples():
+    generator = SyntheticGenerator(TEST_CLIPS, seed=2024)  # not the README test set's seed
+    result = [generator.sample(i) for i in range(10)]
+    generator.close()
+    return result
+
+
+def test_bundle_fits_in_25_mb_and_is_the_default():
+    size = sum(f.stat().st_size for d in (DEFAULT_MODEL, DEFAULT_DETECTOR) for f in d.iterdir())
+    assert size <= 25e6
+    assert model_and_detector('', '') == (DEFAULT_MODEL, DEFAULT_DETECTOR)
+    assert model_and_detector('/my/model', '') == (DEFAULT_MODEL.__class__('/my/model'), None)
+    assert (SAMPLE_SEQUENCE / 'index.json').is_file()
+
+
+def test_bundled_model_is_far_better_than_an_untrained_one(samples):
+    model = load_model(DEFAULT_MODEL)
+    torch.manual_seed(0)
+    untrained = Metrabs(model.config)
+    names = model.output_skeletons.skeletons[model.output_skeletons.default].joint_names
+    summaries = {}
+    for name, candidate in (('bundled', model), ('untrained', untrained)):
+        estimator = PoseEstimator(candidate, device='cpu')
+        result = evaluate(lambda s: estimator.estimate_poses(s.image, s.boxes, s.camera,
+                                                             num_aug=1).poses3d, samples, names)
+        summaries[name] = result.summary()['all']
+    bundled, untrained = summaries['bundled'], summaries['untrained']
+    assert bundled['people'] >= 10
+    assert bundled['mpjpe_mm'] < MPJPE_BOUND_MM
+    assert bundled['abs_mpjpe_mm'] < ABS_MPJPE_BOUND_MM
+    assert bundled['mpjpe_mm'] < 0.5 * untrained['mpjpe_mm']
+    assert bundled['abs_mpjpe_mm'] < 0.5 * untrained['abs_mpjpe_mm']
+
+
+def test_bundled_detector_finds_the_held_out_people(samples):
+    detector = load_detector(DEFAULT_DETECTOR)
+    ap = detector_average_precision(lambda image: detector(image, threshold=0.05), samples)
+    assert ap > AP50_BOUND
+    found = detector(samples[0].image)
+    assert found.shape[1] == 5 and np.all(found[:, 4] >= 0.3)
+
+
+def test_command_line_uses_the_bundled_model_and_detector(tmp_path):
+    import json
+
+    from metrabs_ros.cli import main
+    image = SAMPLE_SEQUENCE / '000005.jpg'
+    assert main([str(image), '--output', str(tmp_path), '--num-aug', '1', '--device', 'cpu',
+                 '--no-overlay']) == 0
+    frames = json.loads((tmp_path / 'poses.json').read_text())['frames']
+    assert len(frames) == 1 and len(frames[0]['ids']) >= 1
