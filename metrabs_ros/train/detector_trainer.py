@@ -8,7 +8,7 @@ out_dir/train_state.pt.
 """
 from __future__ import annotations
 
-import dataclasses
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,10 +20,10 @@ import torch.nn.functional as F
 from metrabs_ros.centre_detector import (OUTPUT_STRIDE, PAD_MULTIPLE, CentreNet, CentreNetConfig,
                                          input_scale, is_centre_net_directory, load_centre_net,
                                          normalize, save_centre_net)
-from metrabs_ros.data.generator import TRAIN_CLIPS, SyntheticGenerator
 from metrabs_ros.estimator import resolve_device
-from metrabs_ros.train.loop import (config_from_command_line, run_training,
-                                     single_thread_worker, warmup_cosine)
+from metrabs_ros.train.loop import (batch_iterator, config_from_command_line, rendered_samples,
+                                     restore_training_state, run_training, save_training_state,
+                                     warmup_cosine)
 
 SIZE_LOSS_FACTOR = 0.5
 
@@ -141,13 +141,8 @@ class DetectorTrainer:
                                            weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: warmup_cosine(step, config.warmup_steps, config.steps))
-        self.step_count = 0
-        state_path = self.out_dir / 'train_state.pt'
-        if state_path.exists():
-            state = torch.load(state_path, map_location='cpu', weights_only=True)
-            self.optimizer.load_state_dict(state['optimizer'])
-            self.scheduler.load_state_dict(state['scheduler'])
-            self.step_count = int(state['step'])
+        self.step_count = restore_training_state(self.out_dir / 'train_state.pt',
+                                                 self.optimizer, self.scheduler)
 
     def train_step(self, batch: DetectorBatch) -> dict[str, float]:
         images = normalize(torch.from_numpy(batch.images).to(self.device))
@@ -162,20 +157,14 @@ class DetectorTrainer:
 
     def save(self) -> None:
         save_centre_net(self.network, self.out_dir / 'detector')
-        torch.save(dict(step=self.step_count, optimizer=self.optimizer.state_dict(),
-                        scheduler=self.scheduler.state_dict(),
-                        config=dataclasses.asdict(self.config)),
-                   self.out_dir / 'train_state.pt')
+        save_training_state(self.out_dir / 'train_state.pt', self.step_count, self.optimizer,
+                            self.scheduler, self.config)
 
     def batches(self):
         """Endless augmented batches of freshly rendered images (in data_workers processes)."""
         dataset = RenderedDetectorBatches(self.config, self.network.config,
                                           self.step_count * self.config.batch_size)
-        if self.config.data_workers == 0:
-            return iter(dataset)
-        return iter(torch.utils.data.DataLoader(
-            dataset, batch_size=None, num_workers=self.config.data_workers, prefetch_factor=4,
-            worker_init_fn=single_thread_worker))
+        return batch_iterator(dataset, self.config.data_workers)
 
     def run(self) -> None:
         run_training(self, 'metrabs-train-detector')
@@ -187,25 +176,16 @@ class RenderedDetectorBatches(torch.utils.data.IterableDataset):
         self.config, self.network_config, self.first_sample = config, network_config, first_sample
 
     def __iter__(self):
-        info = torch.utils.data.get_worker_info()
-        worker, n_workers = (info.id, info.num_workers) if info else (0, 1)
-        # Different seed from metrabs-train's, so the two never render the same scenes.
-        generator = SyntheticGenerator(TRAIN_CLIPS, seed=1000 + self.config.seed)
-        rng = np.random.default_rng([self.config.seed, self.first_sample, worker])
-        index = self.first_sample + worker
-        try:
-            while True:
-                images, boxes = [], []
-                for _ in range(self.config.batch_size):
-                    sample = generator.sample(index)
-                    index += n_workers
-                    image, image_boxes = detector_example(sample.image, sample.boxes,
-                                                          self.network_config, rng)
-                    images.append(image)
-                    boxes.append(image_boxes)
-                yield DetectorBatch(np.stack(images), tuple(boxes))
-        finally:
-            generator.close()
+        # Not metrabs-train's generator seed, so the two never render the same scenes.
+        samples = rendered_samples(1000 + self.config.seed, self.config.seed, self.first_sample)
+        while True:
+            images, boxes = [], []
+            for sample, rng in itertools.islice(samples, self.config.batch_size):
+                image, image_boxes = detector_example(sample.image, sample.boxes,
+                                                      self.network_config, rng)
+                images.append(image)
+                boxes.append(image_boxes)
+            yield DetectorBatch(np.stack(images), tuple(boxes))
 
 
 def main(argv=None) -> int:

@@ -7,9 +7,15 @@ checkpoint_every steps and on SIGTERM or Ctrl-C, so a CPU run can resume across 
 """
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
 import math
 import signal
+from pathlib import Path
+
+import numpy as np
+import torch
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
@@ -52,14 +58,50 @@ def _raise_keyboard_interrupt(signum, frame):
 
 def single_thread_worker(worker_id: int) -> None:
     """DataLoader worker_init_fn: one torch thread per rendering worker."""
-    import torch
     torch.set_num_threads(1)
+
+
+def rendered_samples(generator_seed: int, rng_seed: int, first_sample: int):
+    """Endless (sample, rng) pairs of freshly rendered samples of the training clips. In a
+    DataLoader worker, workers take interleaved sample indices, each with an rng of its own."""
+    from metrabs_ros.data.generator import TRAIN_CLIPS, SyntheticGenerator
+    info = torch.utils.data.get_worker_info()
+    worker, n_workers = (info.id, info.num_workers) if info else (0, 1)
+    generator = SyntheticGenerator(TRAIN_CLIPS, seed=generator_seed)
+    rng = np.random.default_rng([rng_seed, first_sample, worker])
+    try:
+        for index in itertools.count(first_sample + worker, n_workers):
+            yield generator.sample(index), rng
+    finally:
+        generator.close()
+
+
+def batch_iterator(dataset: torch.utils.data.IterableDataset, workers: int):
+    """Iterate `dataset` inline (workers 0) or in that many background processes."""
+    if workers == 0:
+        return iter(dataset)
+    return iter(torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers,
+                                            prefetch_factor=4, worker_init_fn=single_thread_worker))
+
+
+def restore_training_state(path: Path, optimizer, scheduler) -> int:
+    """Load optimizer and scheduler state saved by save_training_state; the step (0 if none)."""
+    if not path.exists():
+        return 0
+    state = torch.load(path, map_location='cpu', weights_only=True)
+    optimizer.load_state_dict(state['optimizer'])
+    scheduler.load_state_dict(state['scheduler'])
+    return int(state['step'])
+
+
+def save_training_state(path: Path, step: int, optimizer, scheduler, config) -> None:
+    torch.save(dict(step=step, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                    config=dataclasses.asdict(config)), path)
 
 
 def config_from_command_line(config_class, prog: str, description: str, argv=None):
     """A frozen dataclass config from --field-name options (out_dir positional)."""
     import argparse
-    import dataclasses
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument('out_dir')
     for field in dataclasses.fields(config_class):

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metrabs_ros.data.generator import TRAIN_CLIPS, SyntheticGenerator
 from metrabs_ros.estimator import resolve_device
 from metrabs_ros.model import Metrabs, ModelConfig
 from metrabs_ros.model.reconstruct import reconstruct_absolute
@@ -22,8 +21,9 @@ from metrabs_ros.skeletons import get_skeleton
 from metrabs_ros.train.baseline_25d import (Heatmap25D, is_25d_directory, load_25d, losses_25d,
                                             save_25d)
 from metrabs_ros.train.examples import Batch, training_crops
-from metrabs_ros.train.loop import (config_from_command_line, run_training,
-                                     single_thread_worker, warmup_cosine)
+from metrabs_ros.train.loop import (batch_iterator, config_from_command_line, rendered_samples,
+                                     restore_training_state, run_training, save_training_state,
+                                     warmup_cosine)
 from metrabs_ros.train.losses import metrabs_losses
 from metrabs_ros.weights import load_checkpoint, save_checkpoint
 
@@ -74,13 +74,8 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.learning_rate,
                                            weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
-        self.step_count = 0
-        state_path = self.out_dir / 'train_state.pt'
-        if state_path.exists():
-            state = torch.load(state_path, map_location='cpu', weights_only=True)
-            self.optimizer.load_state_dict(state['optimizer'])
-            self.scheduler.load_state_dict(state['scheduler'])
-            self.step_count = int(state['step'])
+        self.step_count = restore_training_state(self.out_dir / 'train_state.pt',
+                                                 self.optimizer, self.scheduler)
 
     def _lr_factor(self, step: int) -> float:
         return warmup_cosine(step, self.config.warmup_steps, self.config.steps)
@@ -115,21 +110,15 @@ class Trainer:
             save_25d(self.model, self.out_dir / 'model')
         else:
             save_checkpoint(self.model, self.out_dir / 'model')
-        torch.save(dict(step=self.step_count, optimizer=self.optimizer.state_dict(),
-                        scheduler=self.scheduler.state_dict(),
-                        config=dataclasses.asdict(self.config)),
-                   self.out_dir / 'train_state.pt')
+        save_training_state(self.out_dir / 'train_state.pt', self.step_count, self.optimizer,
+                            self.scheduler, self.config)
 
     def batches(self):
         """Endless batches of augmented crops from freshly rendered training samples, rendered
         in `data_workers` background processes (a resumed run continues with new samples)."""
         dataset = RenderedBatches(self.config, self.mirror, first_sample=self.step_count *
                                   self.config.batch_size)
-        if self.config.data_workers == 0:
-            return iter(dataset)
-        return iter(torch.utils.data.DataLoader(
-            dataset, batch_size=None, num_workers=self.config.data_workers, prefetch_factor=4,
-            worker_init_fn=single_thread_worker))
+        return batch_iterator(dataset, self.config.data_workers)
 
     def run(self) -> None:
         """Train until config.steps; on SIGTERM or Ctrl-C save a checkpoint and stop."""
@@ -143,24 +132,15 @@ class RenderedBatches(torch.utils.data.IterableDataset):
         self.config, self.mirror, self.first_sample = config, mirror, first_sample
 
     def __iter__(self):
-        info = torch.utils.data.get_worker_info()
-        worker, n_workers = (info.id, info.num_workers) if info else (0, 1)
-        generator = SyntheticGenerator(TRAIN_CLIPS, seed=self.config.seed)
-        rng = np.random.default_rng([self.config.seed, self.first_sample, worker])
-        index = self.first_sample + worker
-        pending = []
-        try:
-            while True:
-                sample = generator.sample(index)
-                index += n_workers
-                if len(sample.boxes):
-                    pending.append(training_crops(sample, self.config.crop_side, self.mirror, rng))
-                if sum(len(b.crops) for b in pending) >= self.config.batch_size:
-                    yield Batch(*(np.concatenate(parts)[:self.config.batch_size]
-                                  for parts in zip(*(dataclasses.astuple(b) for b in pending))))
-                    pending = []
-        finally:
-            generator.close()
+        size, pending = self.config.batch_size, []
+        for sample, rng in rendered_samples(self.config.seed, self.config.seed,
+                                            self.first_sample):
+            if len(sample.boxes):
+                pending.append(training_crops(sample, self.config.crop_side, self.mirror, rng))
+            if sum(len(b.crops) for b in pending) >= size:
+                yield Batch(*(np.concatenate(parts)[:size]
+                              for parts in zip(*(dataclasses.astuple(b) for b in pending))))
+                pending = []
 
 
 def main(argv=None) -> int:
