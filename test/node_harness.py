@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +18,7 @@ from visualization_msgs.msg import MarkerArray
 
 from metrabs_ros.model import Metrabs, ModelConfig
 from metrabs_ros.msg import SkeletonArray
+from metrabs_ros.ros.node_process import pose_node_process
 from metrabs_ros.skeletons import get_skeleton
 from metrabs_ros.weights import save_checkpoint
 
@@ -69,26 +68,15 @@ def private_ros_domain():
 
 @contextmanager
 def node_process(root: Path, namespace: str, *parameters: str):
-    """The pose node as pose.launch.py starts it: executable + params.yaml, then overrides."""
+    """The pose node as pose.launch.py starts it: params.yaml, then overrides ('name:=value')."""
     model, detector = write_model_and_detector(root)
     log_path = root / 'node.log'
-    args = [sys.executable, str(REPO / 'nodes' / 'pose_node'), '--ros-args',
-            '--params-file', str(REPO / 'config' / 'params.yaml'), '-r', f'__ns:={namespace}',
-            '-p', f'model_path:={model}', '-p', f'detector:={detector}',
-            '-p', 'reliability:=reliable', '-p', 'diagnostics_period_s:=0.2']
-    for parameter in parameters:
-        args += ['-p', parameter]
-    with open(log_path, 'w') as log:
-        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                                   env=os.environ.copy())
-        try:
-            yield process, log_path
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+    overrides = dict(model_path=model, detector=detector, reliability='reliable',
+                     diagnostics_period_s=0.2)
+    overrides.update(p.split(':=', 1) for p in parameters)
+    with pose_node_process(namespace, overrides, log_path,
+                           REPO / 'config' / 'params.yaml') as process:
+        yield process, log_path
 
 
 class CameraPeer:

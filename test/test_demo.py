@@ -2,7 +2,6 @@
 import json
 import os
 
-import pytest
 
 from metrabs_ros.bundled import DEFAULT_DETECTOR, DEFAULT_MODEL, SAMPLE_SEQUENCE
 from metrabs_ros.ros.demo import main

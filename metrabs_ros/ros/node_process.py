@@ -9,11 +9,15 @@ from pathlib import Path
 
 
 @contextmanager
-def pose_node_process(namespace: str, parameters: dict, log_path: Path):
-    """Run ``python -m metrabs_ros.ros.pose_node`` in `namespace` with `parameters` (empty
-    strings are left at the node's default); yields the Popen, terminates it on exit."""
+def pose_node_process(namespace: str, parameters: dict, log_path: Path,
+                      params_file: Path | None = None):
+    """Run ``python -m metrabs_ros.ros.pose_node`` in `namespace` with a parameters file and
+    `parameters` overriding it (empty strings are left at the node's default); yields the Popen,
+    terminates it on exit."""
     args = [sys.executable, '-m', 'metrabs_ros.ros.pose_node', '--ros-args',
             '-r', f'__ns:={namespace}']
+    if params_file is not None:
+        args += ['--params-file', str(params_file)]
     for name, value in parameters.items():
         if value == '':
             continue  # '' cannot be written as a -p override; it is the default anyway
