@@ -17,8 +17,10 @@ ARGUMENTS = (
     ('camera', '/camera', 'namespace of the camera topics; the node runs in it'),
     ('image_topic', 'image_raw', 'image topic, relative to the camera namespace'),
     ('camera_info_topic', 'camera_info', 'CameraInfo topic, relative to the camera namespace'),
-    ('model_path', '', 'model directory (metrabs_ros checkpoint or official release)'),
-    ('detector', '', "person detector: TorchScript file or 'architecture:weights_file'"),
+    ('model_path', '', "model directory (metrabs_ros checkpoint or official release); '' = the "
+                       'bundled synthetic-humanoid model'),
+    ('detector', '', 'person detector: centre-point detector directory, TorchScript file or '
+                     "'architecture:weights_file'; '' with model_path '' = the bundled detector"),
     ('device', 'auto', 'auto, cpu or cuda'),
     ('skeleton', '', "output joint set; '' = the model's first"),
     ('params_file', 'DEFAULT', 'parameters YAML (default: config/params.yaml of this package)'),
