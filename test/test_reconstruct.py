@@ -146,3 +146,17 @@ def test_low_precision_inputs_are_solved_in_float32():
         result = reconstruct_absolute(coords2d.bfloat16(), rel.bfloat16(), K, in_fov)
     assert result.dtype == torch.float32
     torch.testing.assert_close(result, reference, atol=0.05, rtol=0.02)
+
+
+@pytest.mark.parametrize('weak_perspective', [False, True])
+@pytest.mark.parametrize('n_in_view', [0, 1, 2])
+def test_gradients_stay_finite_with_almost_no_joint_in_view(weak_perspective, n_in_view):
+    torch.manual_seed(0)
+    coords2d = (torch.rand(2, 6, 2) * 100).requires_grad_()
+    coords3d = torch.randn(2, 6, 3, requires_grad=True)
+    K = torch.tensor([[100.0, 0, 50], [0, 100, 50], [0, 0, 1]]).expand(2, 3, 3)
+    in_fov = torch.zeros(2, 6, dtype=torch.bool)
+    in_fov[:, :n_in_view] = True
+    poses = reconstruct_absolute(coords2d, coords3d, K, in_fov, weak_perspective=weak_perspective)
+    poses.abs().sum().backward()
+    assert torch.isfinite(coords2d.grad).all() and torch.isfinite(coords3d.grad).all()

@@ -118,3 +118,14 @@ def test_the_25d_baseline_trains_and_round_trips(batch, tmp_path):
     depth = batch.targets3d[..., 2] - batch.targets3d[:, :1, 2]
     restored = back_project(batch.targets2d, depth, batch.targets3d[:, 0, 2], batch.intrinsics)
     np.testing.assert_allclose(restored, batch.targets3d, atol=1e-4)
+
+
+def test_a_non_finite_loss_skips_the_update(batch, tmp_path):
+    trainer = Trainer(TrainConfig(str(tmp_path / 'run'), crop_side=64, steps=100, device='cpu'))
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    poisoned = Batch(batch.crops, batch.intrinsics, batch.targets3d * np.nan, batch.targets2d)
+    losses = trainer.train_step(poisoned)
+    assert np.isnan(losses['total']) and trainer.skipped_steps == 1 and trainer.step_count == 1
+    for a, b in zip(before, trainer.model.parameters()):
+        assert torch.equal(a, b.detach())
+    assert np.isfinite(trainer.train_step(batch)['total'])

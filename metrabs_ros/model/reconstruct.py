@@ -71,10 +71,11 @@ def reference_point_weak_perspective(normalized: torch.Tensor, coords3d_rel: tor
     n_valid = mask.sum(1).clamp(min=1)
     mean3d = (coords3d_rel * mask).sum(1) / n_valid
     mean2d = (normalized * mask).sum(1) / n_valid
+    # Clamp before the square root: its gradient at 0 is infinite (NaN with <= 1 joint in view).
     spread3d = (((coords3d_rel[..., :2] - mean3d[:, None, :2]).square() * mask).sum((1, 2)) /
-                n_valid[:, 0]).sqrt().clamp(min=1e-5)
+                n_valid[:, 0]).clamp(min=1e-10).sqrt()
     spread2d = (((normalized - mean2d[:, None]).square() * mask).sum((1, 2)) /
-                n_valid[:, 0]).sqrt().clamp(min=1e-5)
+                n_valid[:, 0]).clamp(min=1e-10).sqrt()
     depth = spread3d / spread2d
     return to_homogeneous(mean2d) * depth[:, None] - mean3d
 
@@ -95,4 +96,4 @@ def to_homogeneous(x: torch.Tensor) -> torch.Tensor:
 
 
 def _rms(x: torch.Tensor) -> torch.Tensor:
-    return x.square().mean(dim=tuple(range(1, x.ndim))).sqrt().clamp(min=1e-12)
+    return x.square().mean(dim=tuple(range(1, x.ndim))).clamp(min=1e-24).sqrt()

@@ -141,6 +141,7 @@ class DetectorTrainer:
                                            weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: warmup_cosine(step, config.warmup_steps, config.steps))
+        self.skipped_steps = 0
         self.step_count = restore_training_state(self.out_dir / 'train_state.pt',
                                                  self.optimizer, self.scheduler)
 
@@ -149,8 +150,11 @@ class DetectorTrainer:
         losses = detector_losses(self.network(images), batch.boxes)
         self.optimizer.zero_grad(set_to_none=True)
         losses['total'].backward()
-        torch.nn.utils.clip_grad_norm_(self.network.parameters(), 10.0)
-        self.optimizer.step()
+        gradient_norm = torch.nn.utils.clip_grad_norm_(self.network.parameters(), 10.0)
+        if torch.isfinite(losses['total']) and torch.isfinite(gradient_norm):
+            self.optimizer.step()  # else skip the update: one bad batch must not poison the run
+        else:
+            self.skipped_steps += 1
         self.scheduler.step()
         self.step_count += 1
         return {k: float(v.detach()) for k, v in losses.items()}

@@ -74,6 +74,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.learning_rate,
                                            weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.skipped_steps = 0
         self.step_count = restore_training_state(self.out_dir / 'train_state.pt',
                                                  self.optimizer, self.scheduler)
 
@@ -98,8 +99,11 @@ class Trainer:
                                     absolute)
         self.optimizer.zero_grad(set_to_none=True)
         losses['total'].backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 10.0)
-        self.optimizer.step()
+        gradient_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), 10.0)
+        if torch.isfinite(losses['total']) and torch.isfinite(gradient_norm):
+            self.optimizer.step()  # else skip the update: one bad batch must not poison the run
+        else:
+            self.skipped_steps += 1
         self.scheduler.step()
         self.step_count += 1
         return {k: float(v.detach()) for k, v in losses.items()}
