@@ -21,9 +21,9 @@ from metrabs_ros.centre_detector import (OUTPUT_STRIDE, PAD_MULTIPLE, CentreNet,
                                          input_scale, is_centre_net_directory, load_centre_net,
                                          normalize, save_centre_net)
 from metrabs_ros.estimator import resolve_device
-from metrabs_ros.train.loop import (batch_iterator, config_from_command_line, rendered_samples,
-                                     restore_training_state, run_training, save_training_state,
-                                     warmup_cosine)
+from metrabs_ros.train.loop import (batch_iterator, config_from_command_line, optimizer_step,
+                                     rendered_samples, restore_training_state, run_training,
+                                     save_training_state, warmup_cosine)
 
 SIZE_LOSS_FACTOR = 0.5
 
@@ -148,14 +148,9 @@ class DetectorTrainer:
     def train_step(self, batch: DetectorBatch) -> dict[str, float]:
         images = normalize(torch.from_numpy(batch.images).to(self.device))
         losses = detector_losses(self.network(images), batch.boxes)
-        self.optimizer.zero_grad(set_to_none=True)
-        losses['total'].backward()
-        gradient_norm = torch.nn.utils.clip_grad_norm_(self.network.parameters(), 10.0)
-        if torch.isfinite(losses['total']) and torch.isfinite(gradient_norm):
-            self.optimizer.step()  # else skip the update: one bad batch must not poison the run
-        else:
+        if not optimizer_step(losses['total'], self.network.parameters(), self.optimizer,
+                              self.scheduler):
             self.skipped_steps += 1
-        self.scheduler.step()
         self.step_count += 1
         return {k: float(v.detach()) for k, v in losses.items()}
 

@@ -56,6 +56,21 @@ def _raise_keyboard_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def optimizer_step(total_loss: torch.Tensor, parameters, optimizer, scheduler,
+                   max_gradient_norm: float = 10.0) -> bool:
+    """Backpropagate, clip gradients and step; the update is skipped (returns False) when the
+    loss or the gradient is not finite, so one bad batch cannot poison the run. The learning-rate
+    schedule advances either way."""
+    optimizer.zero_grad(set_to_none=True)
+    total_loss.backward()
+    gradient_norm = torch.nn.utils.clip_grad_norm_(parameters, max_gradient_norm)
+    applied = bool(torch.isfinite(total_loss) and torch.isfinite(gradient_norm))
+    if applied:
+        optimizer.step()
+    scheduler.step()
+    return applied
+
+
 def single_thread_worker(worker_id: int) -> None:
     """DataLoader worker_init_fn: one torch thread per rendering worker."""
     torch.set_num_threads(1)

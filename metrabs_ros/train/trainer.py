@@ -21,9 +21,9 @@ from metrabs_ros.skeletons import get_skeleton
 from metrabs_ros.train.baseline_25d import (Heatmap25D, is_25d_directory, load_25d, losses_25d,
                                             save_25d)
 from metrabs_ros.train.examples import Batch, training_crops
-from metrabs_ros.train.loop import (batch_iterator, config_from_command_line, rendered_samples,
-                                     restore_training_state, run_training, save_training_state,
-                                     warmup_cosine)
+from metrabs_ros.train.loop import (batch_iterator, config_from_command_line, optimizer_step,
+                                     rendered_samples, restore_training_state, run_training,
+                                     save_training_state, warmup_cosine)
 from metrabs_ros.train.losses import metrabs_losses
 from metrabs_ros.weights import load_checkpoint, save_checkpoint
 
@@ -97,14 +97,9 @@ class Trainer:
                     weak_perspective=True))
             losses = metrabs_losses(output, targets3d, targets2d, self.config.crop_side,
                                     absolute)
-        self.optimizer.zero_grad(set_to_none=True)
-        losses['total'].backward()
-        gradient_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), 10.0)
-        if torch.isfinite(losses['total']) and torch.isfinite(gradient_norm):
-            self.optimizer.step()  # else skip the update: one bad batch must not poison the run
-        else:
+        if not optimizer_step(losses['total'], self.model.parameters(), self.optimizer,
+                              self.scheduler):
             self.skipped_steps += 1
-        self.scheduler.step()
         self.step_count += 1
         return {k: float(v.detach()) for k, v in losses.items()}
 
