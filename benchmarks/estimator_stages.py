@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
 
 from _common import load_pose_model, machine, resolve
 

@@ -32,7 +32,8 @@ def run_rate(rate: float, seconds: float, parameters: dict, frames) -> dict:
 
     from metrabs_ros.msg import SkeletonArray
     from metrabs_ros.ros.demo import frame_messages
-    from metrabs_ros.ros.node_process import pose_node_process, resident_memory_mb
+    from metrabs_ros.ros.node_process import (pose_node_process, resident_memory_mb,
+                                              spin_until)
 
     namespace = '/metrabs_benchmark'
     log = Path(tempfile.mkdtemp()) / 'node.log'
@@ -51,13 +52,10 @@ def run_rate(rate: float, seconds: float, parameters: dict, frames) -> dict:
 
             peer.create_subscription(SkeletonArray, 'skeletons', on_skeletons, 100)
             peer.create_subscription(DiagnosticArray, '/diagnostics', diagnostics.append, 10)
-            deadline = time.monotonic() + 180
-            while not diagnostics and node.poll() is None and time.monotonic() < deadline:
-                rclpy.spin_once(peer, timeout_sec=0.05)
-            if not diagnostics:
+            if not spin_until(peer, lambda: diagnostics or node.poll() is not None, 180.0) \
+                    or node.poll() is not None:
                 raise RuntimeError(f'node did not come up: {log.read_text()[-2000:]}')
-            while image_pub.get_subscription_count() == 0:
-                rclpy.spin_once(peer, timeout_sec=0.05)
+            spin_until(peer, lambda: image_pub.get_subscription_count() > 0, 30.0)
             rss_start = resident_memory_mb(node.pid)
             period, sent, start = 1.0 / rate, 0, time.monotonic()
             while time.monotonic() - start < seconds:
@@ -69,9 +67,7 @@ def run_rate(rate: float, seconds: float, parameters: dict, frames) -> dict:
                 next_time = start + sent * period
                 while time.monotonic() < next_time:
                     rclpy.spin_once(peer, timeout_sec=max(0.0, next_time - time.monotonic()))
-            end = time.monotonic() + 5
-            while time.monotonic() < end:
-                rclpy.spin_once(peer, timeout_sec=0.05)
+            spin_until(peer, lambda: False, 5.0)  # the outputs still in flight
             rss_end = resident_memory_mb(node.pid)
             values = {kv.key: kv.value for kv in diagnostics[-1].status[0].values}
         finally:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from metrabs_ros.bundled import SAMPLE_SEQUENCE
-from metrabs_ros.ros.node_process import pose_node_process
+from metrabs_ros.ros.node_process import pose_node_process, spin_until
 
 NAMESPACE = '/metrabs_demo'
 
@@ -99,17 +99,12 @@ def play(sequence: Path, node: subprocess.Popen, startup_timeout: float, out: Pa
         peer.create_subscription(DiagnosticArray, '/diagnostics',
                                  received['diagnostics'].append, 10)
 
-        def spin_until(condition, timeout_s):
-            deadline = time.monotonic() + timeout_s
-            while time.monotonic() < deadline and not condition():
-                rclpy.spin_once(peer, timeout_sec=0.02)
-            return condition()
-
         # The node publishes diagnostics once configured (and, with autostart, activated).
-        if not spin_until(lambda: received['diagnostics'] or node.poll() is not None,
+        if not spin_until(peer, lambda: received['diagnostics'] or node.poll() is not None,
                           startup_timeout) or node.poll() is not None:
             return None
-        spin_until(lambda: image_pub.get_subscription_count() and info_pub.get_subscription_count()
+        spin_until(peer, lambda: image_pub.get_subscription_count()
+                   and info_pub.get_subscription_count()
                    and all(s.get_publisher_count() for s in outputs), 10.0)
         samples = [load_sample(sequence, i) for i in range(index['count'])]
         period = 1.0 / index.get('fps', 10.0)
@@ -122,9 +117,9 @@ def play(sequence: Path, node: subprocess.Popen, startup_timeout: float, out: Pa
             image_pub.publish(image)
             info_pub.publish(info)
             if not realtime:  # paced: wait for this frame's output (the node drops no frame)
-                spin_until(lambda: len(received['skeletons']) > number, 30.0)
-            spin_until(lambda: False, max(0.0, period - (time.monotonic() - start)))
-        spin_until(lambda: min(len(received[k]) for k in ('skeletons', 'markers', 'debug'))
+                spin_until(peer, lambda: len(received['skeletons']) > number, 30.0)
+            spin_until(peer, lambda: False, max(0.0, period - (time.monotonic() - start)))
+        spin_until(peer, lambda: min(len(received[k]) for k in ('skeletons', 'markers', 'debug'))
                    >= len(samples), 60.0)
         summary = summarize(received, receipt_times, sent, samples)
         write_pictures(received, out)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -36,6 +37,15 @@ def pose_node_process(namespace: str, parameters: dict, log_path: Path,
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def spin_until(node, condition, timeout_s: float, period_s: float = 0.02) -> bool:
+    """Spin an rclpy node until condition() holds or timeout_s passes; returns condition()."""
+    import rclpy
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not condition():
+        rclpy.spin_once(node, timeout_sec=period_s)
+    return bool(condition())
 
 
 def resident_memory_mb(pid: int) -> float:

@@ -88,8 +88,9 @@ def centre_targets(boxes: np.ndarray, grid_height: int, grid_width: int):
         cells.append((row, col))
         offsets.append((cx - col, cy - row))
         sizes.append(np.log(np.maximum([w, h], 1e-3)))
-    return heat, np.array(cells, int).reshape(-1, 2), np.array(offsets, np.float32).reshape(-1, 2), \
-        np.array(sizes, np.float32).reshape(-1, 2)
+    return (heat, np.array(cells, int).reshape(-1, 2),
+            np.array(offsets, np.float32).reshape(-1, 2),
+            np.array(sizes, np.float32).reshape(-1, 2))
 
 
 def detector_losses(output: torch.Tensor, boxes: tuple[np.ndarray, ...]) -> dict[str, torch.Tensor]:
@@ -188,7 +189,8 @@ class RenderedDetectorBatches(torch.utils.data.IterableDataset):
 
 
 def main(argv=None) -> int:
-    DetectorTrainer(config_from_command_line(DetectorTrainConfig, 'metrabs-train-detector', __doc__, argv)).run()
+    config = config_from_command_line(DetectorTrainConfig, 'metrabs-train-detector', __doc__, argv)
+    DetectorTrainer(config).run()
     return 0
 
 
