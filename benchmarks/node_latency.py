@@ -6,9 +6,12 @@ node's overhead over the estimator alone on the same frames.
     python benchmarks/node_latency.py [--rates 30 100] [--seconds 60] [--device auto]
         [--num-aug 1]
 
-Frames: the bundled sample sequence (640x480, 2 people), cycled, each with a fresh stamp.
-The overhead compares the node's time per processed frame when saturated (1 / output rate at
-the highest input rate) with estimator.detect_poses on the same frames in this process.
+Frames: the bundled sample sequence (640x480, 2 people), cycled, each with a fresh stamp; the
+messages are built once, as a camera driver would not pay Python message construction.
+Overhead, per input rate: wall, the node's output period against estimator.detect_poses on the
+same frames in this process; CPU, the node process's CPU time (all threads) per output against
+the estimator's per frame. The publisher's own CPU share is printed too: on a small machine it
+competes with the node.
 """
 from __future__ import annotations
 
@@ -21,7 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import machine
+# As the node does (metrabs_ros/ros/pose_node.py), so that the estimator alone runs the same way.
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+
+from _common import machine  # noqa: E402  (imports torch)
 
 
 def run_rate(rate: float, seconds: float, parameters: dict, frames) -> dict:
@@ -32,8 +38,8 @@ def run_rate(rate: float, seconds: float, parameters: dict, frames) -> dict:
 
     from metrabs_ros.msg import SkeletonArray
     from metrabs_ros.ros.demo import frame_messages
-    from metrabs_ros.ros.node_process import (pose_node_process, resident_memory_mb,
-                                              spin_until)
+    from metrabs_ros.ros.node_process import (pose_node_process, process_cpu_seconds,
+                                              resident_memory_mb, spin_until)
 
     namespace = '/metrabs_benchmark'
     log = Path(tempfile.mkdtemp()) / 'node.log'
@@ -57,16 +63,23 @@ def run_rate(rate: float, seconds: float, parameters: dict, frames) -> dict:
                 raise RuntimeError(f'node did not come up: {log.read_text()[-2000:]}')
             spin_until(peer, lambda: image_pub.get_subscription_count() > 0, 30.0)
             rss_start = resident_memory_mb(node.pid)
+            # Built once: a camera driver does not pay Python message construction per frame.
+            messages = [frame_messages(frame, peer.get_clock().now().to_msg())
+                        for frame in frames]
+            node_cpu_start, own_cpu_start = process_cpu_seconds(node.pid), time.process_time()
             period, sent, start = 1.0 / rate, 0, time.monotonic()
             while time.monotonic() - start < seconds:
-                image, info = frame_messages(frames[sent % len(frames)],
-                                             peer.get_clock().now().to_msg())
+                image, info = messages[sent % len(messages)]
+                image.header.stamp = info.header.stamp = peer.get_clock().now().to_msg()
                 image_pub.publish(image)
                 info_pub.publish(info)
                 sent += 1
                 next_time = start + sent * period
                 while time.monotonic() < next_time:
                     rclpy.spin_once(peer, timeout_sec=max(0.0, next_time - time.monotonic()))
+            elapsed, outputs_in_window = time.monotonic() - start, len(latencies)
+            node_cpu = process_cpu_seconds(node.pid) - node_cpu_start
+            own_cpu = time.process_time() - own_cpu_start
             spin_until(peer, lambda: False, 5.0)  # the outputs still in flight
             rss_end = resident_memory_mb(node.pid)
             values = {kv.key: kv.value for kv in diagnostics[-1].status[0].values}
@@ -82,10 +95,16 @@ def run_rate(rate: float, seconds: float, parameters: dict, frames) -> dict:
                 latency_median_ms=float(np.median(lat)), latency_p95_ms=float(
                     np.percentile(lat, 95)), dropped=int(values.get('frames_dropped', -1)),
                 node_inference_ms=float(values.get('inference_ms', 'nan')),
-                rss_start_mb=rss_start, rss_end_mb=rss_end)
+                rss_start_mb=rss_start, rss_end_mb=rss_end,
+                node_cpu_percent=100 * node_cpu / elapsed,
+                node_cpu_ms_per_output=1000 * node_cpu / max(outputs_in_window, 1),
+                publisher_cpu_percent=100 * own_cpu / elapsed)
 
 
-def estimator_ms_per_frame(parameters: dict, frames) -> float:
+def estimator_ms_per_frame(parameters: dict, frames, seconds: float,
+                           warm_up_s: float = 3.0) -> tuple[float, float]:
+    """Wall and CPU (all threads) milliseconds per frame of detect_poses in this process, over
+    `seconds` after `warm_up_s` (shared hosts run faster for the first seconds after idling)."""
     from metrabs_ros.bundled import model_and_detector
     from metrabs_ros.detection import load_detector
     from metrabs_ros.estimator import PoseEstimator
@@ -93,13 +112,20 @@ def estimator_ms_per_frame(parameters: dict, frames) -> float:
     model_path, detector = model_and_detector(parameters['model_path'], parameters['detector'])
     estimator = PoseEstimator(load_model(model_path), load_detector(detector),
                               device=parameters['device'])
-    options = dict(num_aug=parameters['num_aug'])
-    for frame in frames[:2]:
-        estimator.detect_poses(frame.image, frame.camera, **options)
-    start = time.perf_counter()
-    for frame in frames:
-        estimator.detect_poses(frame.image, frame.camera, **options)
-    return 1000 * (time.perf_counter() - start) / len(frames)
+
+    def run(duration_s: float) -> int:
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < duration_s:
+            frame = frames[count % len(frames)]
+            estimator.detect_poses(frame.image, frame.camera, num_aug=parameters['num_aug'])
+            count += 1
+        return count
+
+    run(warm_up_s)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    count = run(seconds)
+    return (1000 * (time.perf_counter() - start) / count,
+            1000 * (time.process_time() - cpu_start) / count)
 
 
 def main(argv=None) -> None:
@@ -111,6 +137,8 @@ def main(argv=None) -> None:
     parser.add_argument('--seconds', type=float, default=60.0)
     parser.add_argument('--device', default='auto')
     parser.add_argument('--num-aug', type=int, default=1)
+    parser.add_argument('--alone-seconds', type=float, default=15.0,
+                        help='how long to time the estimator alone before each rate')
     parser.add_argument('--json', type=Path, default=None, help='also write the rows here')
     args = parser.parse_args(argv)
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
@@ -119,8 +147,12 @@ def main(argv=None) -> None:
     parameters = dict(model_path='', detector='', device=args.device, num_aug=args.num_aug,
                       reliability='reliable', diagnostics_period_s=1.0)
     print(f'machine: {machine()}')
-    rows = [run_rate(rate, args.seconds, parameters, frames) for rate in args.rates]
-    alone = estimator_ms_per_frame(parameters, frames)
+    rows = []
+    for rate in args.rates:  # the estimator alone right before each run: shared hosts drift
+        alone_ms, alone_cpu_ms = estimator_ms_per_frame(parameters, frames,
+                                                         args.alone_seconds)
+        rows.append(dict(run_rate(rate, args.seconds, parameters, frames),
+                         estimator_ms=alone_ms, estimator_cpu_ms=alone_cpu_ms))
     print(f'node: bundled model + detector, num_aug {args.num_aug}, {args.seconds:.0f} s per rate')
     print('| input Hz | sent | outputs | output Hz | latency median (ms) | latency p95 (ms) | '
           'dropped | RSS after warm-up (MB) | RSS at end (MB) |')
@@ -129,11 +161,20 @@ def main(argv=None) -> None:
         print(f'| {r["rate_hz"]:.0f} | {r["sent"]} | {r["received"]} | {r["output_hz"]:.2f} | '
               f'{r["latency_median_ms"]:.0f} | {r["latency_p95_ms"]:.0f} | {r["dropped"]} | '
               f'{r["rss_start_mb"]:.0f} | {r["rss_end_mb"]:.0f} |')
-    saturated = 1000 / rows[-1]['output_hz']
-    print(f'estimator alone: {alone:.1f} ms per frame; node when saturated: {saturated:.1f} ms '
-          f'per frame -> overhead {100 * (saturated / alone - 1):+.1f} %')
+    print()
+    print('| input Hz | estimator alone: wall / CPU per frame (ms) | node period (ms) | '
+          'wall overhead | node CPU (%) | node CPU per output (ms) | CPU overhead | '
+          'publisher CPU (%) |')
+    print('| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
+    for r in rows:
+        period = 1000 / r['output_hz']
+        print(f'| {r["rate_hz"]:.0f} | {r["estimator_ms"]:.1f} / {r["estimator_cpu_ms"]:.1f} | '
+              f'{period:.1f} | {100 * (period / r["estimator_ms"] - 1):+.1f} % | '
+              f'{r["node_cpu_percent"]:.0f} | {r["node_cpu_ms_per_output"]:.1f} | '
+              f'{100 * (r["node_cpu_ms_per_output"] / r["estimator_cpu_ms"] - 1):+.1f} % | '
+              f'{r["publisher_cpu_percent"]:.0f} |')
     if args.json:
-        args.json.write_text(json.dumps(dict(rows=rows, estimator_ms=alone), indent=2))
+        args.json.write_text(json.dumps(dict(rows=rows), indent=2))
 
 
 if __name__ == '__main__':

@@ -1,4 +1,7 @@
 """The pose node in its own process, driven over real DDS by a test node in this process."""
+import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -201,3 +204,15 @@ def test_stamps_going_back_in_time_restart_tracking_without_stopping(running):
     assert camera.spin_until(lambda: camera.output_for(51), 60)
     assert [s.id for s in camera.output_for(51).skeletons] == \
         [s.id for s in camera.output_for(50).skeletons]
+
+
+@pytest.mark.parametrize('preset, expected', [(None, 'PASSIVE'), ('ACTIVE', 'ACTIVE')])
+def test_node_module_lets_idle_inference_threads_sleep_unless_told(preset, expected):
+    env = {k: v for k, v in os.environ.items() if k != 'OMP_WAIT_POLICY'}
+    if preset:
+        env['OMP_WAIT_POLICY'] = preset
+    out = subprocess.run(
+        [sys.executable, '-c', 'import os, metrabs_ros.ros.pose_node, torch; '
+         'print(os.environ["OMP_WAIT_POLICY"])'],
+        env=env, capture_output=True, text=True, timeout=120, check=True).stdout
+    assert out.split()[-1] == expected

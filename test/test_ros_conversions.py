@@ -32,6 +32,13 @@ def test_image_encodings_with_row_padding(encoding, pixels):
     np.testing.assert_array_equal(image_to_rgb(image_msg(encoding, pixels)), RGB)
 
 
+def test_rgb_image_is_a_copy_not_a_view_of_the_message():
+    msg = image_msg('rgb8', RGB, pad=0)
+    rgb = image_to_rgb(msg)
+    rgb[:] = 0
+    np.testing.assert_array_equal(image_to_rgb(msg), RGB)
+
+
 def test_mono_image_becomes_grey_rgb():
     grey = RGB[..., 0]
     rgb = image_to_rgb(image_msg('mono8', grey[..., None]))

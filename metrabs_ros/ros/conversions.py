@@ -18,11 +18,11 @@ from metrabs_ros.estimator import PoseResult
 from metrabs_ros.msg import Skeleton, SkeletonArray
 from metrabs_ros.visualization import track_colour
 
-# encoding -> (channels, channel order to RGB)
+# encoding -> (channels, OpenCV conversion to RGB or None)
 ENCODINGS = {
-    'rgb8': (3, [0, 1, 2]), 'bgr8': (3, [2, 1, 0]),
-    'rgba8': (4, [0, 1, 2]), 'bgra8': (4, [2, 1, 0]),
-    'mono8': (1, [0, 0, 0]),
+    'rgb8': (3, None), 'bgr8': (3, cv2.COLOR_BGR2RGB),
+    'rgba8': (4, cv2.COLOR_RGBA2RGB), 'bgra8': (4, cv2.COLOR_BGRA2RGB),
+    'mono8': (1, cv2.COLOR_GRAY2RGB),
 }
 SUPPORTED_DISTORTION_MODELS = ('plumb_bob', 'rational_polynomial', '')
 
@@ -37,20 +37,23 @@ def image_to_rgb(msg, max_pixels: int = 50_000_000) -> np.ndarray:
     if msg.encoding not in ENCODINGS:
         raise InputError(f'unsupported image encoding {msg.encoding!r}; '
                          f'supported: {", ".join(ENCODINGS)}')
-    channels, order = ENCODINGS[msg.encoding]
+    channels, conversion = ENCODINGS[msg.encoding]
     row_bytes = msg.width * channels
     if msg.step < row_bytes or len(msg.data) < msg.step * msg.height:
         raise InputError(f'image data too short: {len(msg.data)} bytes for {msg.width}x'
                          f'{msg.height} {msg.encoding} with step {msg.step}')
-    data = np.frombuffer(bytes(msg.data), dtype=np.uint8, count=msg.step * msg.height)
+    # A view of the message's buffer (array.array or bytes): no copy before the one below.
+    data = np.frombuffer(msg.data, dtype=np.uint8, count=msg.step * msg.height)
     pixels = data.reshape(msg.height, msg.step)[:, :row_bytes].reshape(
         msg.height, msg.width, channels)
-    return np.ascontiguousarray(pixels[..., order])
+    if conversion is None:
+        return np.array(pixels)  # a copy: the caller may keep it after the message is gone
+    return cv2.cvtColor(np.ascontiguousarray(pixels), conversion)
 
 
 def compressed_to_rgb(msg, max_pixels: int = 50_000_000) -> np.ndarray:
     """sensor_msgs/CompressedImage (JPEG, PNG, ... as OpenCV decodes) -> (H, W, 3) uint8 RGB."""
-    data = np.frombuffer(bytes(msg.data), dtype=np.uint8)
+    data = np.frombuffer(msg.data, dtype=np.uint8)
     if data.size == 0:
         raise InputError('empty compressed image')
     bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
