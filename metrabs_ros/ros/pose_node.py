@@ -209,18 +209,22 @@ class PoseNode(LifecycleNode):
     def _publish(self, result, ids, header, rgb: np.ndarray) -> None:
         p = self.params
         self.publishers_['skeletons'].publish(conversions.skeleton_array_msg(result, ids, header))
-        if p['publish_markers']:
+        # Markers and the debug image are for people watching: not built when nobody is.
+        if p['publish_markers'] and self._has_subscribers('markers'):
             self.publishers_['markers'].publish(conversions.marker_array_msg(
                 result, ids, header, p['marker_lifetime_s']))
         if p['publish_tf'] and self.tf_broadcaster is not None and len(result):
             self.tf_broadcaster.sendTransform(conversions.transforms(
                 result, ids, header, p['tf_root_joint'] or None, p['tf_frame_prefix'],
                 p['publish_joint_frames']))
-        if p['publish_debug_image']:
+        if p['publish_debug_image'] and self._has_subscribers('debug_image'):
             drawn = draw_skeletons(rgb, result.poses2d, result.skeleton.edges, ids, result.boxes)
             self.publishers_['debug_image'].publish(Image(
                 header=header, height=drawn.shape[0], width=drawn.shape[1], encoding='rgb8',
                 step=drawn.shape[1] * 3, data=drawn.tobytes()))
+
+    def _has_subscribers(self, name: str) -> bool:
+        return self.publishers_[name].get_subscription_count() > 0
 
     def _in_target_frame(self, camera: Camera, header):
         """The camera with extrinsics from TF at the image stamp (world = target_frame, up = its
