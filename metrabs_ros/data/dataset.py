@@ -3,7 +3,8 @@
 Layout of a dataset directory: ``index.json`` (format, seed, clips, generator config, count) and
 per sample ``NNNNNN.png`` (RGB image; ``.jpg`` for sequences) + ``NNNNNN.npz`` with K (3, 3),
 distortion (12,), joints3d (P, 15, 3) metres in the camera optical frame, joints2d (P, 15, 2)
-distorted pixels, boxes (P, 4) x, y, w, h pixels, truncated (P, 15) bool, clips (P,) str, frames (P,) int.
+distorted pixels, boxes (P, 4) x, y, w, h pixels, truncated (P, 15) bool, clips (P,) str,
+frames (P,) int.
 Re-running the writing command with the same arguments reproduces the files exactly.
 """
 from __future__ import annotations
