@@ -26,6 +26,7 @@ CONFIG_FILE = 'config.json'
 WEIGHTS_FILE = 'model.safetensors'
 FORMAT_NAME = 'metrabs_ros'
 FORMAT_VERSION = 1
+OWN_FILES = (CONFIG_FILE, WEIGHTS_FILE)
 OFFICIAL_FILES = ('ckpt.pt', 'config.yaml', 'joint_info.npz', 'skeleton_infos.pkl',
                   'joint_transform_matrix.npy')
 
@@ -39,17 +40,29 @@ class CheckpointError(RuntimeError):
 def load_model(path: str | Path, device: str | torch.device = 'cpu') -> Metrabs:
     """Load a model directory of either format, in eval mode, on `device`."""
     path = Path(path)
-    if (path / CONFIG_FILE).exists():
-        model = load_checkpoint(path)
-    elif (path / 'ckpt.pt').exists():
-        model = load_official_release(path)
-    elif not path.is_dir():
-        raise CheckpointError(f'model directory not found: {path}')
-    else:
-        raise CheckpointError(
-            f'{path} holds neither a metrabs_ros checkpoint ({CONFIG_FILE}, {WEIGHTS_FILE}) '
-            f'nor an official release ({", ".join(OFFICIAL_FILES)})')
+    model = load_checkpoint(path) if model_files(path) == OWN_FILES else load_official_release(path)
     return model.to(device).eval()
+
+
+def model_files(directory: str | Path) -> tuple[str, ...]:
+    """The files of the format `directory` holds (OWN_FILES or OFFICIAL_FILES), all present.
+
+    Raises CheckpointError when the directory is missing, holds neither format, or lacks some files.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f'model directory not found: {directory}')
+    for files, kind in ((OWN_FILES, f'{FORMAT_NAME} checkpoint'), (OFFICIAL_FILES, 'official release')):
+        present = [name for name in files if (directory / name).is_file()]
+        if present and len(present) < len(files):
+            missing = ', '.join(name for name in files if name not in present)
+            raise CheckpointError(f'{directory}: incomplete {kind}: missing {missing} '
+                                  f'(a complete one has {", ".join(files)})')
+        if present:
+            return files
+    raise CheckpointError(
+        f'{directory} holds neither a {FORMAT_NAME} checkpoint ({", ".join(OWN_FILES)}) '
+        f'nor an official release ({", ".join(OFFICIAL_FILES)})')
 
 
 def save_checkpoint(model: Metrabs, directory: str | Path, dtype: torch.dtype | None = None):
@@ -97,14 +110,18 @@ def load_official_release(directory: str | Path) -> Metrabs:
     """Load an official MeTRAbs PyTorch release directory (e.g. metrabs_eff2l_384px_..._pytorch)."""
     directory = Path(directory)
     paths = {name: directory / name for name in OFFICIAL_FILES}
-    cfg = _read(paths['config.yaml'], lambda p: yaml.safe_load(p.read_text()) or {})
+    cfg = _read(paths['config.yaml'], _read_settings)
     joint_info = _read(paths['joint_info.npz'], lambda p: dict(np.load(p, allow_pickle=False)))
     infos = _read(paths['skeleton_infos.pkl'], _safe_unpickle)
     transform = _read(paths['joint_transform_matrix.npy'], lambda p: np.load(p, allow_pickle=False))
     state = _read(paths['ckpt.pt'],
                   lambda p: torch.load(p, map_location='cpu', weights_only=True))
     try:
-        model_config = official_model_config(cfg, joint_info)
+        backbone = official_backbone(cfg)
+    except ValueError as e:
+        raise CheckpointError(f'{paths["config.yaml"]}: {e}') from e
+    try:
+        model_config = official_model_config(cfg, joint_info, backbone)
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f'{paths["config.yaml"]} / {paths["joint_info.npz"]}: {e}') from e
     try:
@@ -121,17 +138,26 @@ def load_official_release(directory: str | Path) -> Metrabs:
     return _build(Metrabs(model_config, output), state, paths['ckpt.pt'])
 
 
-def official_model_config(cfg: dict, joint_info: dict) -> ModelConfig:
-    """ModelConfig from an official config.yaml dict and joint_info.npz arrays."""
+def official_backbone(cfg: dict) -> str:
+    """The torchvision backbone for an official config.yaml dict; ValueError names an unsupported key."""
     for flag in ('affine_weights', 'transform_coords', 'predict_all_and_latents'):
         if cfg.get(flag):
             raise ValueError(f'{flag}={cfg[flag]!r}: latent-joint models are not supported')
-    size = cfg.get('efficientnet_size') or str(cfg.get('backbone', '')).rsplit('-', 1)[-1]
+    if cfg.get('efficientnet_size'):
+        key, size, expected = 'efficientnet_size', cfg['efficientnet_size'], "'s', 'm' or 'l'"
+    else:
+        key, expected = 'backbone', "'efficientnetv2-s', '-m' or '-l'"
+        size = str(cfg.get('backbone')).rsplit('-', 1)[-1]
     if size not in ('s', 'm', 'l'):
-        raise ValueError(f'unsupported official backbone {cfg.get("backbone")!r}')
+        raise ValueError(f'unsupported {key}: {cfg.get(key)!r}, expected {expected} (EfficientNetV2-S/M/L)')
+    return f'efficientnet_v2_{size}'
+
+
+def official_model_config(cfg: dict, joint_info: dict, backbone: str) -> ModelConfig:
+    """ModelConfig from an official config.yaml dict, joint_info.npz arrays and official_backbone(cfg)."""
     mix = cfg.get('mix_3d_inside_fov', 0.5)
     return ModelConfig(
-        backbone=f'efficientnet_v2_{size}',
+        backbone=backbone,
         joint_names=tuple(str(n) for n in joint_info['joint_names']),
         joint_edges=tuple(map(tuple, np.asarray(joint_info['joint_edges']).reshape(-1, 2))),
         skeleton='official_raw',
@@ -184,6 +210,16 @@ def _read(path: Path, reader):
         raise
     except Exception as e:
         raise CheckpointError(f'cannot read {path}: {type(e).__name__}: {e}') from e
+
+
+def _read_settings(path: Path) -> dict:
+    settings = yaml.safe_load(path.read_text())
+    if settings is None:
+        return {}
+    if not isinstance(settings, dict):
+        raise CheckpointError(f'{path}: expected a mapping of settings (key: value lines, e.g. '
+                              f'proc_side: 384), got a YAML {type(settings).__name__}')
+    return settings
 
 
 _SAFE_PICKLE_GLOBALS = {

@@ -97,11 +97,33 @@ def test_official_l_384_layout_loads(tmp_path):
     assert model.config.backbone == 'efficientnet_v2_l' and model.config.crop_side == 384
 
 
-@pytest.mark.parametrize('missing', OFFICIAL_FILES[1:])
+@pytest.mark.parametrize('missing', OFFICIAL_FILES)
 def test_missing_official_file_is_named(tmp_path, missing):
     write_official_release(tmp_path / 'r')
     (tmp_path / 'r' / missing).unlink()
     with pytest.raises(CheckpointError, match=missing.replace('.', r'\.')):
+        load_model(tmp_path / 'r')
+
+
+def test_missing_official_checkpoint_is_explained(tmp_path):
+    write_official_release(tmp_path / 'r')
+    (tmp_path / 'r' / 'ckpt.pt').unlink()
+    with pytest.raises(CheckpointError, match=r'incomplete official release: missing ckpt\.pt \(a complete'):
+        load_model(tmp_path / 'r')
+
+
+@pytest.mark.parametrize('settings, expected', [
+    (['proc_side: 256'], r'config\.yaml: expected a mapping of settings.*got a YAML list'),
+    ({'efficientnet_size': 'xl'},
+     r"config\.yaml: unsupported efficientnet_size: 'xl', expected 's', 'm' or 'l'"),
+    ({'efficientnet_size': None, 'backbone': 'resnet50'},
+     r"config\.yaml: unsupported backbone: 'resnet50', expected 'efficientnetv2-s'")])
+def test_bad_official_config_is_explained(tmp_path, settings, expected):
+    write_official_release(tmp_path / 'r')
+    cfg = yaml.safe_load((tmp_path / 'r' / 'config.yaml').read_text())
+    (tmp_path / 'r' / 'config.yaml').write_text(
+        yaml.safe_dump(settings if isinstance(settings, list) else {**cfg, **settings}))
+    with pytest.raises(CheckpointError, match=expected):
         load_model(tmp_path / 'r')
 
 
