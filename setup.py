@@ -30,6 +30,7 @@ setup(
         'metrabs-train-detector = metrabs_ros.train.detector_trainer:main',
         'metrabs-synth-sequence = metrabs_ros.data.sequence:main',
         'metrabs-demo = metrabs_ros.ros.demo:main',
+        'metrabs-fetch = metrabs_ros.fetch:main',
     ]},
     extras_require={
         'test': ['pytest>=7'],

@@ -4,7 +4,8 @@ Two formats, each a directory:
 - this project's: ``config.json`` (model config + output skeletons) and ``model.safetensors``;
 - the official MeTRAbs PyTorch release: ``ckpt.pt``, ``config.yaml``, ``joint_info.npz``,
   ``skeleton_infos.pkl`` and ``joint_transform_matrix.npy``.
-Any missing or unreadable file raises one CheckpointError that names it.
+Any missing or unreadable file raises one CheckpointError that names it. `load_model` also takes a
+registered model name (see metrabs_ros.fetch, ``metrabs-fetch --list``) instead of a directory.
 """
 from __future__ import annotations
 
@@ -37,9 +38,16 @@ class CheckpointError(RuntimeError):
     """A model directory or one of its files is missing, unreadable or inconsistent."""
 
 
-def load_model(path: str | Path, device: str | torch.device = 'cpu') -> Metrabs:
-    """Load a model directory of either format, in eval mode, on `device`."""
-    path = Path(path)
+def load_model(path: str | Path, device: str | torch.device = 'cpu',
+               allow_download: bool = False) -> Metrabs:
+    """Load a model directory of either format, in eval mode, on `device`.
+
+    `path` may also be a registered model name (metrabs_ros.fetch): its verified cached copy is
+    used, downloaded first only when `allow_download` is set.
+    """
+    from metrabs_ros.fetch import resolve_model  # fetch checks releases with model_files below
+
+    path = resolve_model(path, allow_download=allow_download)
     model = load_checkpoint(path) if model_files(path) == OWN_FILES else load_official_release(path)
     return model.to(device).eval()
 
