@@ -29,13 +29,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='metrabs-pose', description=__doc__)
     parser.add_argument('input', type=Path, help='image file, folder of images, or video file')
     parser.add_argument('--model', type=Path, default=None,
-                        help='model directory (metrabs_ros checkpoint or official release); '
+                        help='model directory (metrabs_ros checkpoint or official release) or '
+                             'registered model name (metrabs-fetch --list); '
                              'default: the bundled synthetic-humanoid model')
     parser.add_argument('--detector', help="centre-point detector directory, TorchScript file or "
                                            "'architecture:weights_file'; default with the bundled "
                                            "model: the bundled detector")
     parser.add_argument('--allow-download', action='store_true',
-                        help="let a torchvision detector without weights file download COCO weights")
+                        help='let a registered --model name that is not cached yet be downloaded, '
+                             'and a torchvision detector without weights file download COCO weights')
     parser.add_argument('--boxes', type=Path,
                         help='JSON {image file name or frame index: [[x, y, w, h], ...]} '
                              'instead of a detector')
@@ -64,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         frames = Frames(args.input)
         boxes = load_boxes(args.boxes) if args.boxes else None
         model_path, detector_spec = model_and_detector(args.model, args.detector)
-        model = load_model(model_path)
+        model = load_model(model_path, allow_download=args.allow_download)
         detector = load_detector(detector_spec, allow_download=args.allow_download) \
             if detector_spec and boxes is None else None
         if detector is None and boxes is None:
