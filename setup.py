@@ -10,7 +10,7 @@ setup(
     license='MIT',
     python_requires='>=3.10',
     packages=find_packages(include=['metrabs_ros', 'metrabs_ros.*']),
-    package_data={'metrabs_ros': ['bundled/*/*']},  # default model, detector, sample sequence
+    package_data={'metrabs_ros': ['bundled/*/*', 'model_registry.json']},  # default model, detector, sample sequence
     install_requires=[
         'numpy>=1.24',
         'torch>=2.1',
@@ -30,6 +30,7 @@ setup(
         'metrabs-train-detector = metrabs_ros.train.detector_trainer:main',
         'metrabs-synth-sequence = metrabs_ros.data.sequence:main',
         'metrabs-demo = metrabs_ros.ros.demo:main',
+        'metrabs-camera = metrabs_ros.ros.sequence_camera:main',
         'metrabs-fetch = metrabs_ros.fetch:main',
     ]},
     extras_require={

@@ -144,7 +144,9 @@ class PoseEstimator:
 
         keep = np.arange(n_box)
         if suppress:
-            keep = plausible_pose_indices(poses_mean, poses_aug, poses2d, boxes, out_skeleton)
+            keep = plausible_pose_indices(
+                poses_mean, poses_aug, poses2d, boxes, out_skeleton,
+                rules=self.model.config.implausible_pose_rules)
         poses3d = poses_mean if average_aug else poses_aug
         poses2d = poses2d if average_aug else camera.project(poses_aug)
         if frame == 'world':

@@ -114,12 +114,17 @@ def pose_nms(poses3d: np.ndarray, scores: np.ndarray,
 
 
 def plausible_pose_indices(poses3d: np.ndarray, poses3d_aug: np.ndarray, poses2d: np.ndarray,
-                           boxes: np.ndarray, skeleton: Skeleton) -> np.ndarray:
-    """All rules, then NMS: indices into the P poses that survive, by descending score.
+                           boxes: np.ndarray, skeleton: Skeleton, rules: bool = True) -> np.ndarray:
+    """All rules (unless rules is False), then NMS: indices into the P poses that survive, by
+    descending score.
 
     poses3d: (P, J, 3) averaged; poses3d_aug: (P, A, J, 3); poses2d: (P, J, 2); boxes: (P, 5).
+    rules: apply the plausibility rules; False for models they do not fit (duplicates are
+    still removed).
     """
-    valid = (plausible_bone_lengths(poses3d, skeleton) & consistent_augmentations(poses3d_aug) &
-             consistent_with_boxes(poses2d, boxes))
+    valid = np.ones(len(poses3d), bool)
+    if rules:
+        valid = (plausible_bone_lengths(poses3d, skeleton) &
+                 consistent_augmentations(poses3d_aug) & consistent_with_boxes(poses2d, boxes))
     candidates = np.flatnonzero(valid)
     return candidates[pose_nms(poses3d[candidates], boxes[candidates, 4])]

@@ -1,6 +1,9 @@
 """Copy trained runs into the package as the bundled defaults (float16) and render the sample
-sequence. Usage: python scripts/bundle_defaults.py POSE_RUN_DIR DETECTOR_RUN_DIR
-(the out_dir of metrabs-train and of metrabs-train-detector)."""
+sequence. Usage: python scripts/bundle_defaults.py POSE_RUN_DIR DETECTOR_RUN_DIR [--no-rules]
+(the out_dir of metrabs-train and of metrabs-train-detector). --no-rules marks the model as one
+the official plausibility rules do not fit (ModelConfig.implausible_pose_rules): check with
+metrabs-demo (default suppression) whether they keep its people first."""
+import dataclasses
 import shutil
 import sys
 from pathlib import Path
@@ -13,10 +16,12 @@ from metrabs_ros.data.sequence import write_sequence
 from metrabs_ros.weights import load_checkpoint, save_checkpoint
 
 
-def main(pose_run: Path, detector_run: Path) -> None:
+def main(pose_run: Path, detector_run: Path, rules: bool = True) -> None:
+    model = load_checkpoint(pose_run / 'model')
+    model.config = dataclasses.replace(model.config, implausible_pose_rules=rules)
     for directory in (DEFAULT_MODEL, DEFAULT_DETECTOR, SAMPLE_SEQUENCE):
         shutil.rmtree(directory, ignore_errors=True)
-    save_checkpoint(load_checkpoint(pose_run / 'model'), DEFAULT_MODEL, dtype=torch.float16)
+    save_checkpoint(model, DEFAULT_MODEL, dtype=torch.float16)
     save_centre_net(load_centre_net(detector_run / 'detector'), DEFAULT_DETECTOR,
                     dtype=torch.float16)
     write_sequence(SAMPLE_SEQUENCE)
@@ -26,4 +31,4 @@ def main(pose_run: Path, detector_run: Path) -> None:
 
 
 if __name__ == '__main__':
-    main(Path(sys.argv[1]), Path(sys.argv[2]))
+    main(Path(sys.argv[1]), Path(sys.argv[2]), rules='--no-rules' not in sys.argv[3:])

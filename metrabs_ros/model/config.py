@@ -21,6 +21,10 @@ class ModelConfig:
     (RMS-normalized) solution towards zero: the official weights were trained with 1e-2 (set by
     the official loader), which biases the result by about 0.7 mm with all joints in view and by
     centimetres under heavy truncation; the default 1e-6 is only a numerical safeguard.
+    implausible_pose_rules: whether the official plausibility rules (bone lengths, augmentation
+    and box consistency; suppression.py) fit this model's poses. False for a model whose poses
+    fail them although they find the person (the bundled synthetic model): suppression then only
+    removes duplicates.
     """
 
     backbone: str
@@ -38,6 +42,7 @@ class ModelConfig:
     weak_perspective: bool = False
     ridge_lambda: float = 1e-6
     input_normalization: str = 'plus_minus_one'
+    implausible_pose_rules: bool = True
 
     def __post_init__(self):
         object.__setattr__(self, 'joint_names', tuple(str(n) for n in self.joint_names))

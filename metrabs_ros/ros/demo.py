@@ -34,9 +34,9 @@ def main(argv=None) -> int:
     parser.add_argument('--device', default='auto')
     parser.add_argument('--num-aug', type=int, default=1)
     parser.add_argument('--out', type=Path, default=Path('metrabs_demo_output'))
-    parser.add_argument('--suppress-implausible', action='store_true',
-                        help='let the node drop implausible poses (off: the bundled model '
-                             'would lose most people to it)')
+    parser.add_argument('--keep-implausible', action='store_true',
+                        help='turn the node\'s suppress_implausible_poses off (by default it '
+                             'applies the rules the model\'s config says fit it)')
     parser.add_argument('--realtime', action='store_true',
                         help='publish at the frame rate even when the node is slower (it then '
                              'drops frames, as with a live camera)')
@@ -50,9 +50,7 @@ def main(argv=None) -> int:
     parameters = dict(model_path=args.model, detector=args.detector, device=args.device,
                       num_aug=args.num_aug, reliability='reliable', diagnostics_period_s=0.5,
                       publish_debug_image=True,
-                      # The bundled model is far from converged: the official plausibility rules
-                      # (bone lengths, augmentation consistency) would drop most of its poses.
-                      suppress_implausible_poses=args.suppress_implausible)
+                      suppress_implausible_poses=not args.keep_implausible)
     with pose_node_process(NAMESPACE, parameters, args.out / 'node.log') as node:
         summary = play(args.sequence, node, args.startup_timeout, args.out, args.realtime)
     if summary is None:

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 SetParametersResult)
 
+from metrabs_ros.ros.input_qos import RELIABILITY_CHOICES
+
 
 @dataclass(frozen=True)
 class Param:
@@ -39,8 +41,9 @@ PARAMETERS = (
           "'architecture:weights_file'; '' with model_path '' = the bundled detector", True),
     Param('device', 'auto', 'auto, cpu or cuda', True, choices=('auto', 'cpu', 'cuda')),
     Param('skeleton', '', "output joint set; '' = the model's first", True),
-    Param('reliability', 'best_effort', 'input QoS reliability', True,
-          choices=('best_effort', 'reliable')),
+    Param('reliability', 'auto', "input QoS reliability: 'auto' = what the camera's "
+          "publishers offer (as ros2 topic echo chooses), or 'reliable' / 'best_effort'", True,
+          choices=RELIABILITY_CHOICES),
     Param('queue_size', 10, 'synchronizer queue (pending stamps)', True, (1, 1000)),
     Param('smoothing', 'none', 'joint smoothing across frames', True,
           choices=('none', 'ema', 'one_euro')),

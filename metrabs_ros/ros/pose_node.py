@@ -6,7 +6,8 @@ node configures and activates itself. Inference runs on a worker thread that alw
 newest synchronized frame; frames arriving while it is busy are dropped and counted.
 
 Topics (relative, remappable): in ``image`` (or ``image/compressed`` with compressed_input),
-``camera_info``; out ``skeletons``
+``camera_info`` (reliability matched to their publishers unless set, see input_qos.py); out
+``skeletons``
 (metrabs_ros/SkeletonArray), ``markers`` (visualization_msgs/MarkerArray), ``debug_image``,
 ``/tf`` and ``/diagnostics``.
 """
@@ -28,7 +29,6 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
@@ -41,6 +41,7 @@ from metrabs_ros.estimator import PoseEstimator
 from metrabs_ros.msg import SkeletonArray
 from metrabs_ros.ros import conversions
 from metrabs_ros.ros.compat import import_message_filters
+from metrabs_ros.ros.input_qos import choose_reliability, input_qos, reliability_name
 from metrabs_ros.ros.latest_frame import LatestFrame
 from metrabs_ros.ros.parameters import declare_all, validate_choices
 from metrabs_ros.ros.tf_buffer import transform_to_matrix
@@ -50,6 +51,8 @@ from metrabs_ros.weights import CheckpointError, load_model
 
 message_filters = import_message_filters()
 WARN_PERIOD_S = 5.0
+QOS_CHECK_PERIOD_S = 1.0  # reliability auto: how often the publishers' QoS is looked at
+NO_FRAMES_WARN_S = 3.0  # diagnostics warn when publishers exist but no frame came this long
 
 
 class PoseNode(LifecycleNode):
@@ -58,19 +61,24 @@ class PoseNode(LifecycleNode):
     def __init__(self, **kwargs):
         super().__init__('metrabs_pose', **kwargs)
         self.params = declare_all(self)
-        self.add_on_set_parameters_callback(validate_choices)
-        self.add_post_set_parameters_callback(self._parameters_changed)
+        # One callback validates and records: rclpy has checked types, ranges and read-only
+        # before it runs, and the set happens right after (Humble has no post-set callback).
+        self.add_on_set_parameters_callback(self._on_set_parameters)
         self.frames = LatestFrame()
         self.estimator: PoseEstimator | None = None
         self.model_path = ''
         self.tracker: PoseTracker | None = None
         self.subscribers, self.synchronizer, self.worker = [], None, None
+        self.reliability: dict = {}  # input topic -> ReliabilityPolicy in use
+        self.qos_timer = None
+        self.images_received = self.infos_received = 0
+        self.last_frame_time = time.monotonic()
         self.publishers_: dict = {}
         self.stats = dict(processed=0, failed=0, stale=0, people=0, inference_ms=0.0,
                           output_times=[])
         self.last_warned: dict[str, float] = {}
-        if self.params['autostart']:
-            self.trigger_configure()
+        if self.params['autostart'] and \
+                self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
             self.trigger_activate()
 
     # Lifecycle -------------------------------------------------------------------------------
@@ -88,6 +96,9 @@ class PoseNode(LifecycleNode):
             self._warm_up()
         except (CheckpointError, DetectorError, ValueError) as e:
             self.get_logger().error(f'configure failed: {e}')
+            return TransitionCallbackReturn.FAILURE
+        except Exception as e:  # rclpy would swallow it: say what failed
+            self.get_logger().error(f'configure failed: {type(e).__name__}: {e}')
             return TransitionCallbackReturn.FAILURE
         self.tracker = self._new_tracker()
         self.publishers_ = dict(
@@ -107,29 +118,21 @@ class PoseNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state) -> TransitionCallbackReturn:
-        qos = QoSProfile(depth=qos_profile_sensor_data.depth,
-                         history=qos_profile_sensor_data.history,
-                         reliability=ReliabilityPolicy.RELIABLE
-                         if self.params['reliability'] == 'reliable'
-                         else ReliabilityPolicy.BEST_EFFORT)
-        image_type, image_topic = (CompressedImage, 'image/compressed') \
-            if self.params['compressed_input'] else (Image, 'image')
-        self.subscribers = [message_filters.Subscriber(self, image_type, image_topic,
-                                                       qos_profile=qos),
-                            message_filters.Subscriber(self, CameraInfo, 'camera_info',
-                                                       qos_profile=qos)]
-        self.synchronizer = message_filters.TimeSynchronizer(
-            self.subscribers, self.params['queue_size'])
-        self.synchronizer.registerCallback(lambda image, info: self.frames.put((image, info)))
         self.frames.reopen()
+        self.reliability = {}
+        self._subscribe()
+        if self.params['reliability'] == 'auto':
+            self.qos_timer = self.create_timer(QOS_CHECK_PERIOD_S, self._match_publisher_qos)
+        self.last_frame_time = time.monotonic()
         self.worker = threading.Thread(target=self._work, name='metrabs_worker', daemon=True)
         self.worker.start()
         return super().on_activate(state)
 
     def on_deactivate(self, state) -> TransitionCallbackReturn:
-        for subscriber in self.subscribers:
-            self.destroy_subscription(subscriber.sub)
-        self.subscribers, self.synchronizer = [], None
+        if self.qos_timer is not None:
+            self.destroy_timer(self.qos_timer)
+            self.qos_timer = None
+        self._unsubscribe()
         self.frames.close()
         if self.worker is not None:
             self.worker.join(timeout=10)
@@ -149,6 +152,57 @@ class PoseNode(LifecycleNode):
     def on_shutdown(self, state) -> TransitionCallbackReturn:
         self.frames.close()
         return TransitionCallbackReturn.SUCCESS
+
+    # Input ------------------------------------------------------------------------------------
+    def _input_topics(self) -> tuple[type, str]:
+        return (CompressedImage, 'image/compressed') if self.params['compressed_input'] \
+            else (Image, 'image')
+
+    def _chosen_reliability(self) -> dict:
+        """{topic: ReliabilityPolicy} for the image and camera_info inputs."""
+        setting = self.params['reliability']
+        return {topic: choose_reliability(
+            setting, self.get_publishers_info_by_topic(self.resolve_topic_name(topic)),
+            self.reliability.get(topic)) for topic in (self._input_topics()[1], 'camera_info')}
+
+    def _subscribe(self) -> None:
+        """Synchronized image + camera_info subscriptions with the chosen reliability."""
+        self.reliability = self._chosen_reliability()
+        image_type, image_topic = self._input_topics()
+        self.subscribers = [
+            message_filters.Subscriber(self, image_type, image_topic,
+                                       qos_profile=input_qos(self.reliability[image_topic])),
+            message_filters.Subscriber(self, CameraInfo, 'camera_info',
+                                       qos_profile=input_qos(self.reliability['camera_info']))]
+        self.subscribers[0].registerCallback(self._count_image)
+        self.subscribers[1].registerCallback(self._count_info)
+        self.synchronizer = message_filters.TimeSynchronizer(
+            self.subscribers, self.params['queue_size'])
+        self.synchronizer.registerCallback(self._synchronized)
+        self.get_logger().info('input QoS: ' + ', '.join(
+            f'{self.resolve_topic_name(topic)} {reliability_name(r)}'
+            for topic, r in self.reliability.items()) + f' (reliability: {self.params["reliability"]})')
+
+    def _unsubscribe(self) -> None:
+        for subscriber in self.subscribers:
+            self.destroy_subscription(subscriber.sub)
+        self.subscribers, self.synchronizer = [], None
+
+    def _match_publisher_qos(self) -> None:
+        """reliability auto: resubscribe when the publishers now need another reliability."""
+        if self.subscribers and self._chosen_reliability() != self.reliability:
+            self._unsubscribe()
+            self._subscribe()
+
+    def _count_image(self, msg) -> None:
+        self.images_received += 1
+
+    def _count_info(self, msg) -> None:
+        self.infos_received += 1
+
+    def _synchronized(self, image, info) -> None:
+        self.last_frame_time = time.monotonic()
+        self.frames.put((image, info))
 
     # Processing ------------------------------------------------------------------------------
     def _work(self) -> None:
@@ -279,6 +333,13 @@ class PoseNode(LifecycleNode):
             self.get_logger().warning('neither tf2_ros nor tf2_msgs is importable: no TF output')
             return None
 
+    def _on_set_parameters(self, params):
+        """Reject values outside a parameter's choices; record accepted values."""
+        result = validate_choices(params)
+        if result.successful:
+            self._parameters_changed(params)
+        return result
+
     def _parameters_changed(self, params) -> None:
         for param in params:
             self.params[param.name] = param.value
@@ -303,7 +364,16 @@ class PoseNode(LifecycleNode):
             times[-1] > times[0] else 0.0
         status = DiagnosticStatus(name='metrabs_ros: pose node', hardware_id=str(
             self.estimator.device if self.estimator else 'none'))
-        if frames.received == 0:
+        image_topic = self.resolve_topic_name(self._input_topics()[1])
+        publishers = self.count_publishers(image_topic)
+        silent_s = time.monotonic() - self.last_frame_time
+        if self.subscribers and publishers and silent_s > NO_FRAMES_WARN_S:
+            status.level, status.message = DiagnosticStatus.WARN, (
+                f'{publishers} publisher(s) on {image_topic} but no synchronized frame for '
+                f'{silent_s:.0f} s (images received {self.images_received}, camera_info '
+                f'{self.infos_received}): check the QoS reliability and that camera_info has '
+                'the image stamps')
+        elif frames.received == 0:
             status.level, status.message = DiagnosticStatus.WARN, \
                 'no synchronized image + camera_info received yet'
         elif s['failed'] or s['stale']:
@@ -314,6 +384,10 @@ class PoseNode(LifecycleNode):
                       frames_received=frames.received, frames_dropped=frames.dropped,
                       frames_processed=s['processed'], frames_failed=s['failed'],
                       frames_stale=s['stale'], people=s['people'],
+                      images_received=self.images_received,
+                      camera_infos_received=self.infos_received, image_publishers=publishers,
+                      input_reliability=' '.join(reliability_name(r)
+                                                 for r in self.reliability.values()),
                       model=self.model_path, device=status.hardware_id)
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         msg = DiagnosticArray(status=[status])
