@@ -1,15 +1,20 @@
+import struct
+import zlib
+
+import cv2
 import numpy as np
 import pytest
 
 pytest.importorskip('metrabs_ros.msg', reason='messages not built: run scripts/setup_env.sh')
-from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, RegionOfInterest  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 from visualization_msgs.msg import Marker  # noqa: E402
 
 from oracle import human_pose  # noqa: E402
 from metrabs_ros.estimator import PoseResult  # noqa: E402
-from metrabs_ros.ros.conversions import (InputError, camera_from_info, image_to_rgb,  # noqa: E402
-                                         marker_array_msg, skeleton_array_msg, transforms)
+from metrabs_ros.ros.conversions import (InputError, camera_from_info, compressed_image_size,  # noqa: E402
+                                         compressed_to_rgb, image_to_rgb, marker_array_msg,
+                                         skeleton_array_msg, transforms)
 from metrabs_ros.skeletons import get_skeleton  # noqa: E402
 
 RGB = np.random.default_rng(0).integers(0, 255, (6, 5, 3), dtype=np.uint8)
@@ -56,9 +61,13 @@ def test_bad_images_raise_one_clear_error(msg, message):
 
 
 def info(k=(500, 0, 320, 0, 510, 240, 0, 0, 1), d=(-0.1, 0.02, 0, 0, 0), model='plumb_bob',
-         size=(640, 480)):
+         size=(640, 480), binning=(0, 0), roi=(0, 0, 0, 0)):
+    """roi: (x_offset, y_offset, width, height)."""
+    x, y, width, height = roi
     return CameraInfo(width=size[0], height=size[1], k=[float(v) for v in k],
-                      d=[float(v) for v in d], distortion_model=model)
+                      d=[float(v) for v in d], distortion_model=model, binning_x=binning[0],
+                      binning_y=binning[1],
+                      roi=RegionOfInterest(x_offset=x, y_offset=y, width=width, height=height))
 
 
 def test_camera_info_with_distortion():
@@ -86,6 +95,71 @@ def test_zero_intrinsics_fall_back_to_default_fov_with_warning():
 def test_bad_camera_info_raises(msg, message):
     with pytest.raises(InputError, match=message):
         camera_from_info(msg, 55, (640, 480))
+
+
+@pytest.mark.parametrize('binning, roi, image_size, K', [
+    ((2, 2), (0, 0, 0, 0), (320, 240), [[250, 0, 160], [0, 255, 120]]),
+    ((0, 0), (100, 50, 320, 240), (320, 240), [[500, 0, 220], [0, 510, 190]]),
+    ((2, 2), (100, 50, 320, 240), (160, 120), [[250, 0, 110], [0, 255, 95]]),
+    ((2, 1), (100, 50, 320, 240), (160, 240), [[250, 0, 110], [0, 510, 190]]),
+    ((0, 0), (500, 0, 100, 100), (100, 100), [[500, 0, -180], [0, 510, 240]]),  # centre off the ROI
+])
+def test_binning_and_roi_adjust_intrinsics_and_expected_size(binning, roi, image_size, K):
+    camera, warning = camera_from_info(info(binning=binning, roi=roi), 55, image_size)
+    assert warning is None and camera.image_size == image_size
+    np.testing.assert_allclose(camera.K, K + [[0, 0, 1]])
+    np.testing.assert_allclose(camera.distortion_coeffs[:2], [-0.1, 0.02])
+
+
+def test_binned_roi_camera_projects_and_undistorts_like_the_full_camera():
+    full, _ = camera_from_info(info(d=(-0.3, 0.1, 0.001, -0.002, 0)), 55, (640, 480))
+    binned, _ = camera_from_info(info(d=(-0.3, 0.1, 0.001, -0.002, 0), binning=(2, 2),
+                                      roi=(100, 50, 320, 240)), 55, (160, 120))
+    points = np.random.default_rng(1).uniform([-0.5, -0.4, 2], [0.5, 0.4, 4], (20, 3))
+    full_pixels = full.project(points)
+    binned_pixels = (full_pixels - [100, 50]) / 2
+    np.testing.assert_allclose(binned.project(points), binned_pixels, atol=1e-9)
+    np.testing.assert_allclose(binned.unproject(binned_pixels), full.unproject(full_pixels), atol=1e-9)
+
+
+@pytest.mark.parametrize('msg, image_size, message', [
+    (info(binning=(2, 2)), (640, 480),
+     r'CameraInfo is for 640x480 binned 2x2 \(an image of 320x240\) but the image is 640x480'),
+    (info(roi=(100, 50, 320, 240)), (640, 480),
+     r'CameraInfo is for 640x480 roi 320x240\+100\+50 \(an image of 320x240\) but the image is 640x480'),
+    (info(roi=(400, 0, 320, 240)), (320, 240),
+     r'CameraInfo roi 320x240\+400\+0 is empty or outside the 640x480 calibration resolution'),
+    (info(roi=(10, 10, 0, 0)), (640, 480), r'roi 0x0\+10\+10 is empty'),
+])
+def test_binning_or_roi_that_does_not_fit_the_image_is_rejected(msg, image_size, message):
+    with pytest.raises(InputError, match=message):
+        camera_from_info(msg, 55, image_size)
+
+
+@pytest.mark.parametrize('k, message', [
+    ((1e-3, 0, 320, 0, 510, 240, 0, 0, 1),
+     r'invalid CameraInfo: focal length fx=0.001 px is below 6.4 px \(1% of the 640 px width: '
+     r'a field of view over 177 degrees\)'),
+    ((500, 0, 320, 0, 4, 240, 0, 0, 1), r'focal length fy=4 px is below 4.8 px \(1% of the 480 px height'),
+    ((500, 0, 1300, 0, 510, 240, 0, 0, 1),
+     r'invalid CameraInfo: principal point cx=1300 px is outside \[-640, 1280\] px \(-1 to 2 times the '
+     r'640 px width\)'),
+    ((500, 0, 320, 0, 510, -500, 0, 0, 1), r'principal point cy=-500 px is outside \[-480, 960\] px'),
+    ((500, 600, 320, 0, 510, 240, 0, 0, 1),
+     r'invalid CameraInfo: skew 600 px exceeds fx=500 px \(a shear over 45 degrees\)'),
+    ((500, 0, 320, 0, 510, 240, 0.1, 0, 1), r'invalid CameraInfo: intrinsic matrix must be'),
+])
+def test_intrinsics_that_cannot_be_a_camera_are_rejected(k, message):
+    with pytest.raises(InputError, match=message):
+        camera_from_info(info(k=k), 55, (640, 480))
+    with pytest.raises(InputError, match=message.split(' px ')[0]):  # checked at full resolution
+        camera_from_info(info(k=k, binning=(2, 2)), 55, (320, 240))
+
+
+def test_unusual_but_possible_intrinsics_are_accepted():
+    for k in [(7, 0, -600, 0, 5, 900, 0, 0, 1), (500, -400, 320, 0, 510, 240, 0, 0, 1)]:
+        camera, _ = camera_from_info(info(k=k), 55, (640, 480))
+        np.testing.assert_allclose(camera.K.ravel(), k)
 
 
 def result_of_two():
@@ -140,9 +214,6 @@ def test_transforms_root_and_joint_frames():
 
 
 def test_compressed_png_decodes_exactly_and_jpeg_approximately():
-    import cv2
-    from sensor_msgs.msg import CompressedImage
-    from metrabs_ros.ros.conversions import compressed_to_rgb
     png = CompressedImage(format='png', data=cv2.imencode('.png', RGB[..., ::-1])[1].tobytes())
     np.testing.assert_array_equal(compressed_to_rgb(png), RGB)
     smooth = np.tile(np.linspace(0, 255, 64, dtype=np.uint8)[None, :, None], (32, 1, 3))
@@ -160,3 +231,76 @@ def test_oversized_raw_image_is_rejected_before_copying():
     msg = Image(height=4000, width=5000, encoding='rgb8', step=15000, data=b'')
     with pytest.raises(InputError, match='exceeds max_image_pixels'):
         image_to_rgb(msg, max_pixels=10_000_000)
+
+
+def png_of_zeros(width: int, height: int) -> bytes:
+    """A valid 1-bit greyscale PNG, built row by row: no width x height array in memory."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack('>I', len(body)) + kind + body + struct.pack('>I', zlib.crc32(kind + body))
+    compressor = zlib.compressobj(9)
+    row = bytes(1 + (width + 7) // 8)  # filter type 0, then the packed bits
+    idat = b''.join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack('>IIBBBBB', width, height, 1, 0, 0, 0, 0)
+    return b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', header) + chunk(b'IDAT', idat) + chunk(b'IEND', b'')
+
+
+def fail_if_decoded(*args, **kwargs):
+    raise AssertionError('cv2.imdecode called for an image rejected by its header')
+
+
+def test_png_builder_makes_real_pngs():
+    data = png_of_zeros(13, 7)
+    assert compressed_image_size(data) == (13, 7)
+    np.testing.assert_array_equal(compressed_to_rgb(CompressedImage(format='png', data=data)),
+                                  np.zeros((7, 13, 3), np.uint8))
+
+
+def test_huge_png_is_rejected_from_its_header_without_decoding(monkeypatch):
+    data = png_of_zeros(20000, 20000)
+    assert len(data) < 100_000  # a 1-bit PNG of 20000x20000 zeros is about 50 kB
+    monkeypatch.setattr(cv2, 'imdecode', fail_if_decoded)
+    with pytest.raises(InputError, match=r'compressed image exceeds max_image_pixels \(50000000\): '
+                                         r'its header says 20000x20000; not decoded'):
+        compressed_to_rgb(CompressedImage(format='png', data=data), max_pixels=50_000_000)
+
+
+def jpeg_with_size(width: int, height: int, progressive: bool = False) -> bytes:
+    """A small real JPEG whose frame header is rewritten to claim width x height."""
+    flags = [cv2.IMWRITE_JPEG_PROGRESSIVE, int(progressive)]
+    data = bytearray(cv2.imencode('.jpg', RGB, flags)[1].tobytes())
+    sof = data.index(b'\xff\xc2' if progressive else b'\xff\xc0')
+    data[sof + 5:sof + 9] = struct.pack('>HH', height, width)
+    return bytes(data)
+
+
+def test_huge_jpeg_is_rejected_from_its_frame_header_without_decoding(monkeypatch):
+    data = jpeg_with_size(60000, 50000)
+    monkeypatch.setattr(cv2, 'imdecode', fail_if_decoded)
+    with pytest.raises(InputError, match='its header says 60000x50000; not decoded'):
+        compressed_to_rgb(CompressedImage(format='jpeg', data=data))
+
+
+def test_jpeg_padded_with_thousands_of_markers_is_rejected_quickly(monkeypatch):
+    padded = b'\xff\xd8' + b'\xff\xfe\x00\x02' * 1_000_000 + jpeg_with_size(30000, 30000)[2:]
+    monkeypatch.setattr(cv2, 'imdecode', fail_if_decoded)
+    with pytest.raises(InputError, match='compressed JPEG has over 1024 markers before its frame header'):
+        compressed_to_rgb(CompressedImage(format='jpeg', data=padded))
+    assert compressed_image_size(b'\xff\xd8' + b'\xff' * 100 + jpeg_with_size(7, 9)[2:]) == (7, 9)
+
+
+@pytest.mark.parametrize('data, size', [
+    (cv2.imencode('.png', RGB)[1].tobytes(), (5, 6)),
+    (cv2.imencode('.jpg', RGB)[1].tobytes(), (5, 6)),
+    (jpeg_with_size(5, 6, progressive=True), (5, 6)),
+    (cv2.imencode('.bmp', RGB)[1].tobytes(), None),  # other formats: decoded, then checked
+    (b'\xff\xd8\xff\xe0\x00', None), (b'\x89PNG\r\n\x1a\n', None), (b'x', None),
+])
+def test_compressed_image_size_reads_png_and_jpeg_headers(data, size):
+    assert compressed_image_size(data) == size
+
+
+def test_other_formats_are_still_checked_after_decoding():
+    bmp = CompressedImage(format='bmp', data=cv2.imencode('.bmp', RGB[..., ::-1])[1].tobytes())
+    np.testing.assert_array_equal(compressed_to_rgb(bmp), RGB)
+    with pytest.raises(InputError, match=r'image of 5x6 exceeds max_image_pixels \(10\)'):
+        compressed_to_rgb(bmp, max_pixels=10)

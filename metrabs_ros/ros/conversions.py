@@ -13,7 +13,7 @@ from geometry_msgs.msg import Point, TransformStamped
 from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
-from metrabs_ros.camera import Camera
+from metrabs_ros.camera import Camera, validate_intrinsics
 from metrabs_ros.estimator import PoseResult
 from metrabs_ros.msg import Skeleton, SkeletonArray
 from metrabs_ros.visualization import track_colour
@@ -25,6 +25,12 @@ ENCODINGS = {
     'mono8': (1, cv2.COLOR_GRAY2RGB),
 }
 SUPPORTED_DISTORTION_MODELS = ('plumb_bob', 'rational_polynomial', '')
+PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+# JPEG start-of-frame markers (SOF0..SOF15 less DHT, JPG and DAC); their segment holds the size.
+JPEG_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+MAX_JPEG_MARKERS = 1024
+# A focal length below this fraction of the image side is a field of view over 177 degrees.
+MIN_FOCAL_FRACTION = 0.01
 
 
 class InputError(ValueError):
@@ -52,15 +58,59 @@ def image_to_rgb(msg, max_pixels: int = 50_000_000) -> np.ndarray:
 
 
 def compressed_to_rgb(msg, max_pixels: int = 50_000_000) -> np.ndarray:
-    """sensor_msgs/CompressedImage (JPEG, PNG, ... as OpenCV decodes) -> (H, W, 3) uint8 RGB."""
+    """sensor_msgs/CompressedImage (JPEG, PNG, ... as OpenCV decodes) -> (H, W, 3) uint8 RGB.
+
+    A JPEG or PNG larger than max_pixels is rejected from its header, before any decoding.
+    """
     data = np.frombuffer(msg.data, dtype=np.uint8)
     if data.size == 0:
         raise InputError('empty compressed image')
+    size = compressed_image_size(data)
+    if size is not None and size[0] * size[1] > max_pixels:
+        raise InputError(f'compressed image exceeds max_image_pixels ({max_pixels}): its header '
+                         f'says {size[0]}x{size[1]}; not decoded')
     bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if bgr is None:
         raise InputError(f'cannot decode compressed image (format {msg.format!r})')
     check_size(bgr.shape[1], bgr.shape[0], max_pixels)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def compressed_image_size(data) -> tuple[int, int] | None:
+    """(width, height) from a PNG or JPEG header (bytes-like) without decoding; None otherwise."""
+    view = memoryview(data).cast('B')
+    if len(view) >= 24 and bytes(view[:8]) == PNG_SIGNATURE and bytes(view[12:16]) == b'IHDR':
+        return int.from_bytes(view[16:20], 'big'), int.from_bytes(view[20:24], 'big')
+    if bytes(view[:2]) == b'\xff\xd8':
+        return _jpeg_size(view)
+    return None
+
+
+def _jpeg_size(view: memoryview) -> tuple[int, int] | None:
+    """Walk the JPEG segments to the first start-of-frame; None if there is none before the scan.
+
+    Raise InputError past MAX_JPEG_MARKERS markers (real files have a few dozen): padding must not
+    make this walk slow.
+    """
+    i = 2
+    for _ in range(MAX_JPEG_MARKERS):
+        if i + 4 > len(view):
+            return None
+        if view[i] != 0xFF:
+            return None
+        marker = view[i + 1]
+        if marker == 0xFF or marker == 0x01 or 0xD0 <= marker <= 0xD8:  # fill byte, standalone
+            i += 1 if marker == 0xFF else 2
+        elif marker in JPEG_SOF_MARKERS:  # length (2), precision (1), height (2), width (2)
+            if i + 9 > len(view):
+                return None
+            height, width = int.from_bytes(view[i + 5:i + 7], 'big'), int.from_bytes(view[i + 7:i + 9], 'big')
+            return (width, height) if height else None  # height 0: defined later (DNL)
+        elif marker in (0xD9, 0xDA):  # end of image or start of scan without a frame header
+            return None
+        else:
+            i += 2 + int.from_bytes(view[i + 2:i + 4], 'big')
+    raise InputError(f'compressed JPEG has over {MAX_JPEG_MARKERS} markers before its frame header')
 
 
 def check_size(width: int, height: int, max_pixels: int) -> None:
@@ -74,13 +124,13 @@ def check_size(width: int, height: int, max_pixels: int) -> None:
 def camera_from_info(msg, default_fov_degrees: float, image_size: tuple[int, int]):
     """sensor_msgs/CameraInfo -> (Camera, warning or None).
 
-    Zero or missing K falls back to a default_fov_degrees camera (with a warning); non-finite
-    K or D, an unsupported distortion model, or a size different from the image raise InputError.
+    Binning and ROI apply to K and to the expected image size as in image_geometry (binning 0 is 1,
+    an all-zero ROI is the full resolution). Zero K falls back to a default_fov_degrees camera (with
+    a warning); non-finite or implausible K, non-finite D, an unsupported distortion model, or an
+    image size other than the (ROI, binned) one raise InputError.
     """
-    width, height = image_size
-    if (msg.width, msg.height) not in ((0, 0), (width, height)):
-        raise InputError(f'CameraInfo is for {msg.width}x{msg.height} but the image is '
-                         f'{width}x{height}')
+    binning = (msg.binning_x or 1, msg.binning_y or 1)
+    region, full_size = _image_region(msg, binning, image_size)
     K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
     D = np.asarray(msg.d, dtype=np.float64)
     if not np.all(np.isfinite(K)) or not np.all(np.isfinite(D)):
@@ -93,9 +143,71 @@ def camera_from_info(msg, default_fov_degrees: float, image_size: tuple[int, int
         raise InputError(f'unsupported distortion model {msg.distortion_model!r}; '
                          f'supported: plumb_bob, rational_polynomial')
     try:
+        K = validate_intrinsics(K)
+        check_plausible_intrinsics(K, full_size)
+        K = crop_and_bin_intrinsics(K, region[:2], binning)
         return Camera(K=K, distortion_coeffs=D, image_size=image_size), None
     except ValueError as e:
         raise InputError(f'invalid CameraInfo: {e}') from e
+
+
+def _image_region(msg, binning: tuple[int, int], image_size: tuple[int, int]
+                  ) -> tuple[tuple[int, int, int, int], tuple[int, int]]:
+    """((x, y, width, height) of the image in full-resolution pixels, full (width, height)).
+
+    Raise InputError for an ROI outside the full resolution or an image whose size is not the
+    region's binned size. Width and height 0 (unknown) take the image's size times the binning.
+    """
+    roi = msg.roi
+    if roi.x_offset or roi.y_offset or roi.width or roi.height:
+        region = (roi.x_offset, roi.y_offset, roi.width, roi.height)
+    else:
+        region = (0, 0, msg.width or image_size[0] * binning[0], msg.height or image_size[1] * binning[1])
+    x, y, width, height = region
+    full = (msg.width or x + width, msg.height or y + height)
+    if width == 0 or height == 0 or x + width > full[0] or y + height > full[1]:
+        raise InputError(f'CameraInfo roi {width}x{height}+{x}+{y} is empty or outside the '
+                         f'{full[0]}x{full[1]} calibration resolution')
+    expected = (width // binning[0], height // binning[1])
+    if expected != tuple(image_size):
+        described = f'{full[0]}x{full[1]}'
+        if region != (0, 0, *full):
+            described += f' roi {width}x{height}+{x}+{y}'
+        if binning != (1, 1):
+            described += f' binned {binning[0]}x{binning[1]}'
+        if described != f'{expected[0]}x{expected[1]}':
+            described += f' (an image of {expected[0]}x{expected[1]})'
+        raise InputError(f'CameraInfo is for {described} but the image is '
+                         f'{image_size[0]}x{image_size[1]}')
+    return region, full
+
+
+def check_plausible_intrinsics(K: np.ndarray, full_size: tuple[int, int]) -> None:
+    """Raise ValueError for a full-resolution K that cannot be a camera: a focal length below
+    MIN_FOCAL_FRACTION of the image side, a principal point outside -1..2 times the image side,
+    or a skew larger than fx (a shear over 45 degrees)."""
+    max_fov = int(np.degrees(2 * np.arctan(0.5 / MIN_FOCAL_FRACTION)))
+    for name, focal, centre, side, axis in (('fx', K[0, 0], K[0, 2], full_size[0], 'width'),
+                                            ('fy', K[1, 1], K[1, 2], full_size[1], 'height')):
+        minimum = MIN_FOCAL_FRACTION * side
+        if focal < minimum:
+            raise ValueError(f'focal length {name}={focal:g} px is below {minimum:g} px '
+                             f'({MIN_FOCAL_FRACTION:.0%} of the {side} px {axis}: a field of view over '
+                             f'{max_fov} degrees)')
+        if not -side <= centre <= 2 * side:
+            raise ValueError(f'principal point c{name[1]}={centre:g} px is outside [{-side}, {2 * side}] '
+                             f'px (-1 to 2 times the {side} px {axis})')
+    if abs(K[0, 1]) > K[0, 0]:
+        raise ValueError(f'skew {K[0, 1]:g} px exceeds fx={K[0, 0]:g} px (a shear over 45 degrees)')
+
+
+def crop_and_bin_intrinsics(K: np.ndarray, offset: tuple[int, int], binning: tuple[int, int]) -> np.ndarray:
+    """Full-resolution K -> K of the ROI at offset (x, y), binned (bx, by); distortion unchanged."""
+    K = K.copy()
+    K[:2, 2] -= offset
+    K[0] /= binning[0]
+    K[1] /= binning[1]
+    return K
 
 
 def skeleton_array_msg(result: PoseResult, ids: np.ndarray, header: Header) -> SkeletonArray:
