@@ -178,6 +178,7 @@ def official_model_config(cfg: dict, joint_info: dict, backbone: str) -> ModelCo
         mix_3d_inside_fov=0.0 if mix is None else float(mix),
         weak_perspective=bool(cfg.get('weak_perspective', False)),
         ridge_lambda=OFFICIAL_RIDGE_LAMBDA,
+        solve_normalization='batch',  # ptu3d.reconstruct_ref_fullpersp: one RMS over the batch
         input_normalization='plus_minus_one')
 
 

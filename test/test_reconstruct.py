@@ -69,15 +69,18 @@ def test_official_coordinate_flags_round_trip():
         assert np.linalg.norm(estimate - pose, axis=-1).max() < 1e-3, flags
 
 
-def numpy_reference_point(normalized, rel, in_fov, ridge_lambda):
-    """Stacked weighted ridge least squares with numpy.linalg.lstsq (one sample)."""
+def numpy_reference_point(normalized, rel, in_fov, ridge_lambda, s2=None, sb=None):
+    """Stacked weighted ridge least squares with numpy.linalg.lstsq (one sample).
+
+    s2, sb: RMS scales of the 2D and of the right-hand side (default: this sample's own).
+    """
     u, v = normalized[:, 0], normalized[:, 1]
     b = np.concatenate([u * rel[:, 2] - rel[:, 0], v * rel[:, 2] - rel[:, 1]])
     A = np.zeros((2 * len(u), 3))
     A[:len(u), 0], A[len(u):, 1] = 1, 1
     A[:len(u), 2], A[len(u):, 2] = -u, -v
-    s2 = np.sqrt(np.mean(normalized ** 2))
-    sb = np.sqrt(np.mean(b ** 2))
+    s2 = np.sqrt(np.mean(normalized ** 2)) if s2 is None else s2
+    sb = np.sqrt(np.mean(b ** 2)) if sb is None else sb
     A_n = A.copy()
     A_n[:, 2] /= s2
     w = np.tile(in_fov + 1e-4, 2)
@@ -87,31 +90,61 @@ def numpy_reference_point(normalized, rel, in_fov, ridge_lambda):
     return x * np.array([sb, sb, sb / s2])
 
 
+@pytest.mark.parametrize('normalization', ['per_crop', 'batch'])
 @pytest.mark.parametrize('ridge_lambda', [0.0, 1e-6, 1e-2, 1.0])
-def test_least_squares_matches_numpy_reference(ridge_lambda):
+def test_least_squares_matches_numpy_reference(ridge_lambda, normalization):
     rng = np.random.default_rng(3)
     normalized = rng.uniform(-0.4, 0.4, (4, 17, 2))
     rel = rng.uniform(0, 2, (4, 17, 3))
     in_fov = rng.random((4, 17)) > 0.3
     ours = reference_point(torch.tensor(normalized), torch.tensor(rel), torch.tensor(in_fov),
-                           ridge_lambda=ridge_lambda).numpy()
+                           ridge_lambda=ridge_lambda, normalization=normalization).numpy()
+    scales = {}
+    if normalization == 'batch':  # one RMS over all samples (official ptu3d.py)
+        rhs = normalized * rel[..., 2:] - rel[..., :2]
+        scales = {'s2': np.sqrt(np.mean(normalized ** 2)), 'sb': np.sqrt(np.mean(rhs ** 2))}
     for i in range(4):
-        expected = numpy_reference_point(normalized[i], rel[i], in_fov[i].astype(float), ridge_lambda)
+        expected = numpy_reference_point(normalized[i], rel[i], in_fov[i].astype(float), ridge_lambda,
+                                         **scales)
         np.testing.assert_allclose(ours[i], expected, rtol=1e-9, atol=1e-12)
 
 
-def test_result_does_not_depend_on_batch_companions():
-    rng = np.random.default_rng(4)
-    coords2d = torch.tensor(rng.uniform(20, 230, (5, 24, 2)))
-    rel = torch.tensor(rng.uniform(0, 2, (5, 24, 3)))
-    K = torch.tensor(crop_intrinsics(500, 256))[None].repeat(5, 1, 1)
-    in_fov = torch.tensor(rng.random((5, 24)) > 0.2)
-    together = reconstruct_absolute(coords2d, rel, K, in_fov)
-    alone = reconstruct_absolute(coords2d[2:3], rel[2:3], K[2:3], in_fov[2:3])
+def batch_of_crops(seed=4, n=5):
+    rng = np.random.default_rng(seed)
+    coords2d = torch.tensor(rng.uniform(20, 230, (n, 24, 2)))
+    rel = torch.tensor(rng.uniform(0, 2, (n, 24, 3)))
+    K = torch.tensor(crop_intrinsics(500, 256))[None].repeat(n, 1, 1)
+    in_fov = torch.tensor(rng.random((n, 24)) > 0.2)
+    return coords2d, rel, K, in_fov
+
+
+def test_per_crop_result_does_not_depend_on_batch_companions():
+    coords2d, rel, K, in_fov = batch_of_crops()
+    together = reconstruct_absolute(coords2d, rel, K, in_fov, normalization='per_crop')
+    alone = reconstruct_absolute(coords2d[2:3], rel[2:3], K[2:3], in_fov[2:3],
+                                 normalization='per_crop')
     torch.testing.assert_close(together[2:3], alone)
 
 
-def test_gradients_flow_gradcheck():
+def test_batch_normalization_couples_the_crops_of_a_call():
+    # The official solve: the ridge acts on unknowns scaled by the batch RMS, so a crop's result
+    # depends on its companions; alone, it equals the per-crop solve.
+    coords2d, rel, K, in_fov = batch_of_crops()
+    rel[0] *= 3  # a companion of a different scale
+
+    def solve(sl: slice, how: str) -> torch.Tensor:
+        return reconstruct_absolute(coords2d[sl], rel[sl], K[sl], in_fov[sl], ridge_lambda=1e-2,
+                                    normalization=how)
+
+    together = solve(slice(None), 'batch')
+    torch.testing.assert_close(solve(slice(2, 3), 'batch'), solve(slice(2, 3), 'per_crop'))
+    assert (together[2] - solve(slice(2, 3), 'batch')[0]).abs().max() > 1e-6
+    with pytest.raises(ValueError, match='normalization'):
+        solve(slice(None), 'per_batch')
+
+
+@pytest.mark.parametrize('normalization', ['per_crop', 'batch'])
+def test_gradients_flow_gradcheck(normalization):
     rng = np.random.default_rng(5)
     coords2d = torch.tensor(rng.uniform(40, 200, (2, 6, 2)), requires_grad=True)
     rel = torch.tensor(rng.uniform(0, 2, (2, 6, 3)), requires_grad=True)
@@ -120,7 +153,8 @@ def test_gradients_flow_gradcheck():
     for weak in (False, True):
         assert torch.autograd.gradcheck(
             lambda a, b: reconstruct_absolute(a, b, K, in_fov, weak_perspective=weak,
-                                              ridge_lambda=1e-2), (coords2d, rel))
+                                              ridge_lambda=1e-2, normalization=normalization),
+            (coords2d, rel))
 
 
 def test_weak_perspective_recovers_distant_fronto_parallel_pose():
@@ -135,7 +169,7 @@ def test_weak_perspective_recovers_distant_fronto_parallel_pose():
     assert np.linalg.norm(estimate - pose, axis=-1).max() < 1e-6
 
 
-def test_low_precision_inputs_are_solved_in_float32():
+def test_low_precision_inputs_give_float32_results():
     rng = np.random.default_rng(6)
     coords2d = torch.tensor(rng.uniform(40, 200, (3, 24, 2)), dtype=torch.float32)
     rel = torch.tensor(rng.uniform(0, 2, (3, 24, 3)), dtype=torch.float32)

@@ -5,6 +5,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from metrabs_ros.model.backbones import BACKBONES
+from metrabs_ros.model.reconstruct import SOLVE_NORMALIZATIONS
 
 INPUT_NORMALIZATIONS = ('plus_minus_one', 'imagenet')
 
@@ -21,6 +22,9 @@ class ModelConfig:
     (RMS-normalized) solution towards zero: the official weights were trained with 1e-2 (set by
     the official loader), which biases the result by about 0.7 mm with all joints in view and by
     centimetres under heavy truncation; the default 1e-6 is only a numerical safeguard.
+    solve_normalization: RMS normalization of that solve, 'per_crop' (each crop's result is
+    independent of the batch) or 'batch' (one scale over all crops of a call, as the official code
+    does; set by the official loader). See metrabs_ros.model.reconstruct.
     implausible_pose_rules: whether the official plausibility rules (bone lengths, augmentation
     and box consistency; suppression.py) fit this model's poses. False for a model whose poses
     fail them although they find the person (the bundled synthetic model): suppression then only
@@ -41,6 +45,7 @@ class ModelConfig:
     fov_border_factor: float = 0.75
     weak_perspective: bool = False
     ridge_lambda: float = 1e-6
+    solve_normalization: str = 'per_crop'
     input_normalization: str = 'plus_minus_one'
     implausible_pose_rules: bool = True
 
@@ -61,6 +66,9 @@ class ModelConfig:
                              f'{self.box_size_m}')
         if not 0 <= self.mix_3d_inside_fov <= 1:
             raise ValueError(f'mix_3d_inside_fov must be in [0, 1], got {self.mix_3d_inside_fov}')
+        if self.solve_normalization not in SOLVE_NORMALIZATIONS:
+            raise ValueError(f'solve_normalization must be one of {SOLVE_NORMALIZATIONS}, '
+                             f'got {self.solve_normalization!r}')
         if self.input_normalization not in INPUT_NORMALIZATIONS:
             raise ValueError(f'input_normalization must be one of {INPUT_NORMALIZATIONS}')
         n = len(self.joint_names)

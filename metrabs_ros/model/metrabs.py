@@ -53,7 +53,8 @@ class Metrabs(nn.Module):
             coords2d_px, coords3d_rel_m, intrinsics, in_fov,
             mix_3d_inside_fov=self.config.mix_3d_inside_fov,
             weak_perspective=self.config.weak_perspective,
-            ridge_lambda=self.config.ridge_lambda)
+            ridge_lambda=self.config.ridge_lambda,
+            normalization=self.config.solve_normalization)
         return CropOutput(poses3d_m, coords2d_px, coords3d_rel_m, in_fov)
 
     @torch.inference_mode()
