@@ -6,7 +6,8 @@ the box fills the crop side S with the principal point at the crop centre. Augme
 the virtual camera about its optical axis, zoom, mirror (a rotation with determinant -1) and
 change gamma. The image is warped by sampling the original (distorted) image along the rays of
 the virtual camera's pixels: with cv2.remap on the CPU or torch grid_sample on any device, both
-from the same sampling map.
+from the same sampling map. Crops that shrink the image by more than 2x sample a coarser level of
+a 2x2 box-filter image pyramid instead (anti-aliasing, as the official code does).
 
 Conventions: pixel coordinates have integer values at pixel centres (OpenCV); a crop rotation R
 maps original-camera coordinates to crop-camera coordinates (p_crop = R p_orig).
@@ -25,6 +26,7 @@ from metrabs_ros.camera import Camera
 
 ROTATION_SPREAD_DEGREES = 25.0
 GAMMA_ENCODING = 2.2
+MAX_PYRAMID_LEVEL = 2  # levels 0 (full resolution), 1 (half), 2 (quarter)
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,9 @@ class CropGeometry:
     """Virtual crop cameras for B boxes x A augmentations, flattened to N = A * B (aug-major).
 
     R: (N, 3, 3) original camera -> crop camera (det -1 where flipped); K: (N, 3, 3) crop
-    intrinsics; flips: (N,) bool; gammas: (N,); box_index: (N,) which box each crop shows.
+    intrinsics; flips: (N,) bool; gammas: (N,); box_index: (N,) which box each crop shows;
+    scales: (N,) zoom, crop focal length / original focal length (crop px per image px near the
+    centre).
     """
 
     R: np.ndarray
@@ -82,6 +86,7 @@ class CropGeometry:
     gammas: np.ndarray
     box_index: np.ndarray
     side: int
+    scales: np.ndarray
 
     def __len__(self) -> int:
         return len(self.R)
@@ -89,7 +94,7 @@ class CropGeometry:
     def subset(self, index) -> 'CropGeometry':
         """The crops selected by a slice or index array."""
         return CropGeometry(self.R[index], self.K[index], self.flips[index], self.gammas[index],
-                            self.box_index[index], self.side)
+                            self.box_index[index], self.side, self.scales[index])
 
     def to_crop(self, points_cam: np.ndarray) -> np.ndarray:
         """(N, ..., 3) original-camera points -> crop-camera points."""
@@ -118,14 +123,27 @@ def crop_geometry(camera: Camera, boxes_xywh: np.ndarray, side: int,
     return CropGeometry(
         R=R.reshape(-1, 3, 3), K=K.reshape(-1, 3, 3),
         flips=np.repeat(augmentations.flips, n_box), gammas=np.repeat(augmentations.gammas, n_box),
-        box_index=np.tile(np.arange(n_box), n_aug), side=side)
+        box_index=np.tile(np.arange(n_box), n_aug), side=side, scales=scale.reshape(-1))
+
+
+def undistortable_boxes(camera: Camera, boxes_xywh: np.ndarray) -> np.ndarray:
+    """(B,) bool: the lens distortion can be inverted at the box's centre and side midpoints.
+
+    Only such boxes get a crop camera (crop_geometry raises a ValueError for the others).
+    """
+    rays = camera.undistort_pixels(_box_points(np.asarray(boxes_xywh, dtype=np.float64)))
+    return np.isfinite(rays).all(axis=(1, 2))
+
+
+def _box_points(boxes: np.ndarray) -> np.ndarray:
+    """(B, 5, 2) pixels: centre, top, right, bottom and left midpoints of boxes (B, 4) x, y, w, h."""
+    x, y, w, h = boxes.T
+    return np.stack([[x + w / 2, y + h / 2], [x + w / 2, y], [x + w, y + h / 2],
+                     [x + w / 2, y + h], [x, y + h / 2]], axis=0).transpose(2, 0, 1)
 
 
 def _look_at_box(camera: Camera, boxes: np.ndarray, side: int):
-    x, y, w, h = boxes.T
-    points = np.stack([[x + w / 2, y + h / 2], [x + w / 2, y], [x + w, y + h / 2],
-                       [x + w / 2, y + h], [x, y + h / 2]], axis=0).transpose(2, 0, 1)  # (B, 5, 2)
-    rays = camera.undistort_pixels(points)
+    rays = camera.undistort_pixels(_box_points(boxes))
     if not np.all(np.isfinite(rays)):
         raise ValueError('a box lies where the lens distortion cannot be inverted')
     rays = np.concatenate([rays, np.ones_like(rays[..., :1])], axis=-1)
@@ -184,12 +202,54 @@ def crop_to_image_pixels(camera: Camera, geometry: CropGeometry,
     return torch.where(rays[..., 2:] > 1e-9, pixels, torch.full_like(pixels, -1e6))
 
 
-def warp_cv2(image: np.ndarray, maps: torch.Tensor, antialias: int = 1) -> np.ndarray:
-    """CPU warp: (H, W, 3) float32 image, maps from sampling_map -> (N, S, S, 3) float32 crops."""
+def pyramid_levels(geometry: CropGeometry, antialias: int = 1) -> np.ndarray:
+    """(N,) int: the image-pyramid level each crop samples (official rule).
+
+    A crop rendered antialias times larger zooms the image by s = scale * antialias; it samples
+    level floor(-log2(s)) clipped to [0, MAX_PYRAMID_LEVEL], i.e. level 1 once it shrinks the image
+    by more than 2x.
+    """
+    zoom = geometry.scales * antialias
+    return np.clip(np.floor(-np.log2(zoom)), 0, MAX_PYRAMID_LEVEL).astype(np.int64)
+
+
+def image_pyramid(image, n_levels: int) -> list:
+    """[image, half, quarter, ...] (n_levels entries), each the 2x2 box average of the previous.
+
+    image: numpy (H, W, C) or torch (..., C, H, W) float; an odd last row/column is dropped (as
+    avg_pool2d does), so level-l pixel centres lie at (p + 0.5) / 2**l - 0.5 in level-0 pixels p.
+    """
+    levels = [image]
+    for _ in range(1, n_levels):
+        previous = levels[-1]
+        if isinstance(previous, np.ndarray):
+            even = previous[:previous.shape[0] // 2 * 2, :previous.shape[1] // 2 * 2]
+            levels.append(0.25 * ((even[0::2, 0::2] + even[1::2, 0::2]) +
+                                  (even[0::2, 1::2] + even[1::2, 1::2])))
+        else:
+            levels.append(F.avg_pool2d(previous, 2))
+    return levels
+
+
+def to_level_pixels(pixels, level: int):
+    """Level-0 pixel coordinates (integer at pixel centres) -> coordinates in pyramid level `level`."""
+    return (pixels + 0.5) / 2 ** level - 0.5 if level else pixels
+
+
+def warp_cv2(pyramid: np.ndarray | list[np.ndarray], maps: torch.Tensor, antialias: int = 1,
+             levels: np.ndarray | None = None) -> np.ndarray:
+    """CPU warp -> (N, S, S, 3) float32 crops.
+
+    pyramid: a (H, W, 3) float32 image or its image_pyramid; maps: from sampling_map (level-0
+    pixels); levels: (N,) pyramid level per crop (pyramid_levels; default all 0).
+    """
     import cv2
+    pyramid = [pyramid] if isinstance(pyramid, np.ndarray) else pyramid
+    levels = np.zeros(len(maps), np.int64) if levels is None else levels
     crops = []
-    for m in maps.cpu().numpy():
-        crop = cv2.remap(image, m[..., 0], m[..., 1], interpolation=cv2.INTER_LINEAR,
+    for m, level in zip(maps.cpu().numpy(), levels):
+        m = to_level_pixels(m, int(level))
+        crop = cv2.remap(pyramid[level], m[..., 0], m[..., 1], interpolation=cv2.INTER_LINEAR,
                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         if antialias > 1:
             crop = crop.reshape(crop.shape[0] // antialias, antialias,
@@ -198,20 +258,41 @@ def warp_cv2(image: np.ndarray, maps: torch.Tensor, antialias: int = 1) -> np.nd
     return np.stack(crops).astype(np.float32)
 
 
-def warp_torch(images: torch.Tensor, maps: torch.Tensor, image_index: torch.Tensor | None = None,
-               antialias: int = 1) -> torch.Tensor:
-    """Batched warp on any device: images (I, 3, H, W) float -> crops (N, 3, S, S).
+def warp_torch(pyramid: torch.Tensor | list[torch.Tensor], maps: torch.Tensor,
+               image_index: torch.Tensor | None = None, antialias: int = 1,
+               levels: np.ndarray | None = None) -> torch.Tensor:
+    """Batched warp on any device -> crops (N, 3, S, S).
 
-    image_index: (N,) which image each map samples (default: all from image 0).
+    pyramid: images (I, 3, H, W) float or their image_pyramid; maps: from sampling_map (level-0
+    pixels); image_index: (N,) which image each map samples (default: all from image 0);
+    levels: (N,) pyramid level per crop (pyramid_levels; default all 0).
     """
-    height, width = images.shape[-2:]
-    scale = torch.tensor([2 / max(width - 1, 1), 2 / max(height - 1, 1)], device=maps.device)
-    grid = (maps * scale - 1).to(images.dtype)
+    pyramid = [pyramid] if isinstance(pyramid, torch.Tensor) else pyramid
     if image_index is None:
         image_index = torch.zeros(len(maps), dtype=torch.long, device=maps.device)
-    crops = F.grid_sample(images[image_index], grid, mode='bilinear', padding_mode='zeros',
-                          align_corners=True)
+    levels = np.zeros(len(maps), np.int64) if levels is None else np.asarray(levels)
+    used = np.unique(levels)
+    if len(used) <= 1:  # one level (usually 0): no gather / scatter
+        crops = _grid_sample(pyramid, maps, image_index, int(used[0]) if len(used) else 0)
+    else:
+        parts = [(np.flatnonzero(levels == level), level) for level in used]
+        sampled = [_grid_sample(pyramid, maps[select], image_index[select], int(level))
+                   for select, level in parts]
+        crops = sampled[0].new_empty((len(maps), *sampled[0].shape[1:]))
+        for (select, _), part in zip(parts, sampled):
+            crops[torch.from_numpy(select).to(crops.device)] = part
     return F.avg_pool2d(crops, antialias) if antialias > 1 else crops
+
+
+def _grid_sample(pyramid: list[torch.Tensor], maps: torch.Tensor, image_index: torch.Tensor,
+                 level: int) -> torch.Tensor:
+    """Bilinear samples of pyramid[level] at level-0 pixel maps (N, h, w, 2) -> (N, 3, h, w)."""
+    images = pyramid[level]
+    height, width = images.shape[-2:]
+    scale = torch.tensor([2 / max(width - 1, 1), 2 / max(height - 1, 1)], device=maps.device)
+    grid = (to_level_pixels(maps, level) * scale - 1).to(images.dtype)
+    return F.grid_sample(images[image_index], grid, mode='bilinear', padding_mode='zeros',
+                         align_corners=True)
 
 
 def encode_gamma(crops, gammas, encoding: float = GAMMA_ENCODING):

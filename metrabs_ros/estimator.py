@@ -5,6 +5,7 @@ un-augment -> camera (or world) frame -> average, per-joint uncertainty -> suppr
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,7 +13,8 @@ import torch
 
 from metrabs_ros.camera import DEFAULT_FOV_DEGREES, Camera
 from metrabs_ros.crops import (Augmentations, CropGeometry, crop_geometry, decode_gamma,
-                               encode_gamma, sampling_map, uncrop_poses, warp_cv2, warp_torch)
+                               encode_gamma, image_pyramid, pyramid_levels, sampling_map,
+                               uncrop_poses, undistortable_boxes, warp_cv2, warp_torch)
 from metrabs_ros.detection import PersonDetector
 from metrabs_ros.model.metrabs import Metrabs
 from metrabs_ros.skeletons import Skeleton, mirror_permutation
@@ -21,6 +23,7 @@ from metrabs_ros.suppression import joint_spread, plausible_pose_indices
 
 MAX_IMAGE_PIXELS = 100_000_000
 CROP_BACKENDS = ('auto', 'cv2', 'torch')
+log = logging.getLogger('metrabs_ros')
 
 
 @dataclass(frozen=True)
@@ -87,10 +90,12 @@ class PoseEstimator:
 
         camera: a Camera; or build one from intrinsic_matrix, distortion_coeffs,
         extrinsic_matrix, world_up_vector; without intrinsics a default_fov_degrees camera.
-        internal_batch_size: crops per model call; antialias_factor: render crops that many
+        internal_batch_size: crops per model call, as whole boxes with all their augmentations
+        (at least one box; as the official code); antialias_factor: render crops that many
         times larger and average down; num_aug: test-time augmentations per person;
         average_aug: average them (else return all); skeleton: output joint set;
-        gamma_correct: resample in linear light.
+        gamma_correct: resample in linear light. A box where the lens distortion cannot be
+        inverted is skipped with a warning; the result lists the boxes that were kept.
         """
         image = check_image(image)
         boxes = np.asarray(boxes, dtype=np.float64)
@@ -116,9 +121,13 @@ class PoseEstimator:
         if internal_batch_size < 1 or antialias_factor < 1:
             raise ValueError('internal_batch_size and antialias_factor must be at least 1')
         augmentations = Augmentations.official(num_aug)
-        n_box = len(boxes)
         frame = 'camera' if np.allclose(camera.extrinsic, np.eye(4)) else 'world'
-        if n_box == 0:
+        usable = undistortable_boxes(camera, boxes[:, :4])
+        if not usable.all():
+            log.warning('skipping %d of %d person boxes: they lie where the lens distortion cannot '
+                        'be inverted', np.count_nonzero(~usable), len(boxes))
+            boxes = boxes[usable]
+        if len(boxes) == 0:
             return _empty_result(out_skeleton, frame, num_aug, average_aug)
 
         with self.timer('cropping'):
@@ -140,7 +149,8 @@ class PoseEstimator:
         poses_aug = poses_cam.reshape(num_aug, n_box, n_joints, 3).transpose(1, 0, 2, 3)
         poses_mean = poses_aug.mean(axis=1)
         uncertainty = joint_spread(poses_aug)
-        poses2d = camera.project(poses_mean)
+        poses2d_aug = camera.project(poses_aug)
+        poses2d = poses2d_aug.mean(axis=1)  # as official: the mean of the projections
 
         keep = np.arange(n_box)
         if suppress:
@@ -148,7 +158,7 @@ class PoseEstimator:
                 poses_mean, poses_aug, poses2d, boxes, out_skeleton,
                 rules=self.model.config.implausible_pose_rules)
         poses3d = poses_mean if average_aug else poses_aug
-        poses2d = poses2d if average_aug else camera.project(poses_aug)
+        poses2d = poses2d if average_aug else poses2d_aug
         if frame == 'world':
             poses3d = camera.camera_to_world(poses3d)
         return PoseResult(boxes[keep], poses3d[keep], poses2d[keep], uncertainty[keep],
@@ -156,28 +166,38 @@ class PoseEstimator:
 
     def _predict_crops(self, image: np.ndarray, camera: Camera, geometry: CropGeometry,
                        batch_size: int, antialias: int, gamma_correct: bool) -> np.ndarray:
-        """(N, J_raw, 3) float64 crop-camera poses for all crops, in batches."""
+        """(N, J_raw, 3) float64 crop-camera poses for all crops.
+
+        Each model call takes whole boxes, all their augmentations together (as the official
+        code, which matters for the batch-normalized reference-point solve).
+        """
         encoding = 2.2 if gamma_correct else 1.0
         with self.timer('cropping'):
+            levels = pyramid_levels(geometry, antialias)
             source = decode_gamma(image, encoding)
             if not self.use_cv2:
                 source = torch.from_numpy(source).to(self.device).permute(2, 0, 1)[None]
-        results = []
-        for start in range(0, len(geometry), batch_size):
+            pyramid = image_pyramid(source, int(levels.max()) + 1)
+        n_box = int(geometry.box_index.max()) + 1
+        boxes_per_call = max(1, batch_size // (len(geometry) // n_box))
+        results = np.zeros((len(geometry), self.model.config.n_joints, 3))
+        for first_box in range(0, n_box, boxes_per_call):
             with self.timer('cropping'):
-                part = geometry.subset(slice(start, start + batch_size))
+                index = np.flatnonzero((geometry.box_index >= first_box) &
+                                       (geometry.box_index < first_box + boxes_per_call))
+                part = geometry.subset(index)
                 maps = sampling_map(camera, part, antialias, device=self.device)
                 if self.use_cv2:
-                    crops = torch.from_numpy(warp_cv2(source, maps, antialias))
+                    crops = torch.from_numpy(warp_cv2(pyramid, maps, antialias, levels[index]))
                     crops = crops.permute(0, 3, 1, 2).to(self.device)
                 else:
-                    crops = warp_torch(source, maps, antialias=antialias)
+                    crops = warp_torch(pyramid, maps, antialias=antialias, levels=levels[index])
                 crops = encode_gamma(crops, part.gammas, encoding)
                 K = torch.as_tensor(part.K, dtype=torch.float32, device=self.device)
             with self.timer('model'), torch.inference_mode(), torch.autocast(
                     self.device.type, dtype=torch.float16, enabled=self.half_precision):
-                results.append(self.model(crops, K).poses3d_m.double().cpu().numpy())
-        return np.concatenate(results)
+                results[index] = self.model(crops, K).poses3d_m.double().cpu().numpy()
+        return results
 
 
 def resolve_device(device: str | torch.device) -> torch.device:

@@ -1,11 +1,14 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 from oracle import example_pose
 from metrabs_ros.camera import Camera
-from metrabs_ros.crops import (Augmentations, crop_geometry, crop_to_image_pixels, sampling_map,
-                               uncrop_poses, warp_cv2, warp_torch)
+from metrabs_ros.crops import (Augmentations, crop_geometry, crop_to_image_pixels, image_pyramid,
+                               pyramid_levels, sampling_map, to_level_pixels, uncrop_poses,
+                               undistortable_boxes, warp_cv2, warp_torch)
 from metrabs_ros.skeletons import get_skeleton
 
 SKELETON = get_skeleton('smpl_24')
@@ -137,3 +140,73 @@ def test_boxes_are_validated():
         crop_geometry(CAMERA, np.array([[0, 0, 0, 10.0]]), 256)
     with pytest.raises(ValueError, match='finite'):
         crop_geometry(CAMERA, np.array([[np.nan, 0, 10, 10.0]]), 256)
+
+
+def test_pyramid_level_rule():
+    # Official: floor(-log2(scale * antialias)) clipped to [0, 2].
+    _, boxes = scene(1)
+    geometry = crop_geometry(CAMERA, boxes, 256)
+    scales = np.array([2.0, 1.0, 0.51, 0.5, 0.49, 0.26, 0.25, 0.24, 0.01])
+    many = dataclasses.replace(geometry.subset(np.zeros(len(scales), int)), scales=scales)
+    np.testing.assert_array_equal(pyramid_levels(many), [0, 0, 0, 1, 1, 1, 2, 2, 2])
+    np.testing.assert_array_equal(pyramid_levels(many, antialias=2), [0, 0, 0, 0, 0, 0, 1, 1, 2])
+    np.testing.assert_allclose(geometry.scales, geometry.K[:, 0, 0] / CAMERA.K[0, 0])
+
+
+def test_image_pyramid_averages_2x2_and_keeps_pixel_centres():
+    rng = np.random.default_rng(1)
+    image = rng.uniform(0, 1, (9, 13, 3)).astype(np.float32)  # odd sides: last row/column dropped
+    levels = image_pyramid(image, 3)
+    assert [lv.shape for lv in levels] == [(9, 13, 3), (4, 6, 3), (2, 3, 3)]
+    np.testing.assert_allclose(levels[1][1, 2], image[2:4, 4:6].mean((0, 1)), rtol=1e-6)
+    torch_levels = image_pyramid(torch.from_numpy(image).permute(2, 0, 1)[None], 3)
+    for ours, theirs in zip(levels, torch_levels):
+        np.testing.assert_allclose(ours, theirs[0].permute(1, 2, 0).numpy(), rtol=1e-6)
+    # Level-1 pixel 0 covers level-0 pixels 0 and 1: its centre is level-0 coordinate 0.5.
+    assert to_level_pixels(np.float64(0.5), 1) == 0 and to_level_pixels(np.float64(1.5), 2) == 0
+
+
+@pytest.mark.parametrize('antialias', [1, 2])
+def test_large_boxes_sample_the_pyramid_and_do_not_alias(antialias):
+    # One-pixel stripes seen through a crop that shrinks them 4x: the pyramid (level 2 at
+    # antialias 1, level 1 at antialias 2) averages them to grey; plain sampling aliases.
+    stripes = np.zeros((960, 1280, 3), np.float32)
+    stripes[:, ::2] = 1
+    geometry = crop_geometry(CAMERA, np.array([[200.0, 0, 1000, 960]]), 256)
+    levels = pyramid_levels(geometry, antialias)
+    assert levels.tolist() == [3 - antialias]
+    maps = sampling_map(CAMERA, geometry, antialias)
+    pyramid = image_pyramid(stripes, 3)
+    crops = {'cv2': warp_cv2(pyramid, maps, antialias, levels)[0],
+             'torch': warp_torch(image_pyramid(torch.from_numpy(stripes).permute(2, 0, 1)[None], 3),
+                                 maps, antialias=antialias, levels=levels)[0].permute(1, 2, 0).numpy()}
+    centre = slice(64, 192)
+    for name, crop in crops.items():
+        assert np.abs(crop[centre, centre] - 0.5).max() < 0.02, name
+    aliased = warp_cv2(stripes, maps, antialias)[0]
+    assert np.abs(aliased[centre, centre] - 0.5).max() > 0.2
+    np.testing.assert_allclose(crops['cv2'], crops['torch'], atol=2e-3)
+
+
+def test_warps_with_mixed_pyramid_levels_agree():
+    _, boxes = scene(2)
+    rng = np.random.default_rng(2)
+    image = rng.uniform(0, 1, (960, 1280, 3)).astype(np.float32)
+    geometry = crop_geometry(CAMERA, boxes, 256, Augmentations.official(3))
+    levels = np.arange(len(geometry)) % 3
+    maps = sampling_map(CAMERA, geometry)
+    cpu = warp_cv2(image_pyramid(image, 3), maps, levels=levels)
+    batched = warp_torch(image_pyramid(torch.from_numpy(image).permute(2, 0, 1)[None], 3), maps,
+                         levels=levels).permute(0, 2, 3, 1).numpy()
+    assert np.abs(cpu - batched).max() < 1e-2  # cv2.remap: interpolation weights in 1/32 steps
+    single = warp_torch(image_pyramid(torch.from_numpy(image).permute(2, 0, 1)[None], 3), maps[1:2],
+                        levels=levels[1:2]).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_array_equal(single, batched[1:2])
+
+
+def test_undistortable_boxes():
+    camera = Camera(K=CAMERA.K, distortion_coeffs=[-0.25, 0, 0, 0, 0], image_size=(1280, 960))
+    boxes = np.array([[500, 300, 200, 400], [1250, 380, 220, 420]])
+    np.testing.assert_array_equal(undistortable_boxes(camera, boxes), [True, False])
+    with pytest.raises(ValueError, match='distortion cannot be inverted'):
+        crop_geometry(camera, boxes, 256)

@@ -1,3 +1,5 @@
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -41,13 +43,15 @@ def test_oracle_model_gives_ground_truth_absolute_poses(num_aug):
 
 
 def test_batch_size_does_not_change_results():
+    # Each model call takes whole boxes with all 5 augmentations (at least one box), as the
+    # official code does: its batch-normalized reference-point solve depends on the batch.
     poses, boxes = people()
     outputs = []
-    for batch in (1, 64):
+    for batch, expected_calls in ((1, [5, 5, 5]), (12, [10, 5]), (64, [15])):
         model = OracleCropModel(CAMERA, boxes, poses, 5, SKELETON)
         result = PoseEstimator(model, device='cpu').estimate_poses(
             IMAGE, boxes, CAMERA, num_aug=5, internal_batch_size=batch)
-        assert max(model.batch_sizes) == min(batch, 15) and sum(model.batch_sizes) == 15
+        assert model.batch_sizes == expected_calls
         outputs.append(result)
     np.testing.assert_array_equal(outputs[0].poses3d, outputs[1].poses3d)
     np.testing.assert_array_equal(outputs[0].uncertainty, outputs[1].uncertainty)
@@ -66,6 +70,10 @@ def test_real_model_batch_size_and_all_augmentations():
     assert every.poses3d.shape == (3, 3, 24, 3) and every.poses2d.shape == (3, 3, 24, 2)
     np.testing.assert_allclose(every.poses3d.mean(1), many.poses3d, atol=1e-4)
     assert np.all(every.poses3d.std(1).sum(-1) > 0)  # augmentations really differ
+    # As the official code: the 2D pose is the mean of each augmentation's projection (not the
+    # projection of the mean 3D pose, which differs under distortion and depth spread).
+    np.testing.assert_allclose(every.poses2d.mean(1), many.poses2d, atol=1e-3)
+    assert np.abs(CAMERA.project(many.poses3d) - many.poses2d).max() > 0.01
 
 
 @pytest.mark.parametrize('antialias', [1, 2])
@@ -103,6 +111,29 @@ def test_official_style_camera_arguments():
         IMAGE, boxes, intrinsic_matrix=CAMERA.K, distortion_coeffs=CAMERA.distortion_coeffs[:5],
         num_aug=1)
     assert np.abs(result.poses3d - poses).max() < 1e-3
+
+
+def test_box_where_the_distortion_cannot_be_inverted_is_skipped(caplog):
+    camera = Camera(K=CAMERA.K, distortion_coeffs=[-0.25, 0, 0, 0, 0], image_size=(1280, 960))
+    poses, boxes = people(camera)
+    past_edge = np.array([1250, 380, 220, 420, 0.8])  # right midpoint where r(1 - r^2/4) > max
+    all_boxes = np.insert(boxes, 1, past_edge, axis=0)
+    # The oracle knows only the good boxes' crops: a crop of the skipped box would fail it.
+    model = OracleCropModel(camera, boxes, poses, 5, SKELETON)
+    xyxy = np.concatenate([all_boxes[:, :2], all_boxes[:, :2] + all_boxes[:, 2:4],
+                           all_boxes[:, 4:]], 1)
+    estimator = PoseEstimator(model, FixedDetector(xyxy), device='cpu')
+    with caplog.at_level(logging.WARNING, logger='metrabs_ros'):
+        results = [estimator.estimate_poses(IMAGE, all_boxes, camera, num_aug=5),
+                   estimator.detect_poses(IMAGE, camera, num_aug=5, suppress_implausible_poses=False,
+                                          detector_nms_iou_threshold=0.99)]
+    for result in results:
+        assert len(result) == 3 and result.poses3d.shape == (3, 24, 3)
+        np.testing.assert_allclose(result.boxes, boxes, atol=1e-4)  # aligned with the poses
+        assert np.linalg.norm(result.poses3d - poses, axis=-1).max() < 1e-3
+    warnings = [r for r in caplog.records if r.name == 'metrabs_ros']
+    assert len(warnings) == 2 and all(r.levelno == logging.WARNING for r in warnings)
+    assert 'distortion' in warnings[0].getMessage()
 
 
 class FixedDetector(PersonDetector):
