@@ -23,6 +23,8 @@ ARGUMENTS = (
     ('camera_info_topic', 'camera_info', 'CameraInfo topic, relative to the camera namespace'),
     ('model_path', '', "model directory (metrabs_ros checkpoint or official release) or a "
                        "release name from metrabs-fetch; '' = the bundled synthetic-humanoid model"),
+    ('allow_download', 'false', 'model_path may name a release that metrabs-fetch downloads at '
+                                'configure (needs internet once; cached afterwards)'),
     ('detector', '', 'person detector: centre-point detector directory, TorchScript file or '
                      "'architecture:weights_file'; '' with model_path '' = the bundled detector"),
     ('device', 'auto', 'auto, cpu or cuda'),
@@ -54,7 +56,8 @@ def launch_setup(context, share):
         package='metrabs_ros', executable='pose_node', name='metrabs_pose',
         namespace=camera, output='screen',
         parameters=[params_file, {key: ParameterValue(args[key], value_type=str)
-                                  for key in STRING_PARAMETERS}],
+                                  for key in STRING_PARAMETERS},
+                    {'allow_download': ParameterValue(args['allow_download'], value_type=bool)}],
         remappings=[('image', args['image_topic']),
                     ('image/compressed', [args['image_topic'], '/compressed']),
                     ('camera_info', args['camera_info_topic'])])

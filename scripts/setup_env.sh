@@ -43,7 +43,11 @@ pip install $ros-ament-package $ros-ament-cmake $ros-ament-cmake-core $ros-ament
     $ros-rosidl-typesupport-fastrtps-c $ros-rosidl-typesupport-fastrtps-cpp \
     $ros-fastrtps-cmake-module colcon-core colcon-cmake colcon-ros colcon-python-setup-py \
     colcon-package-selection colcon-library-path colcon-defaults cmake
-[ "$distro" = kilted ] && pip install ros-ament-cmake-ros-core  # split out of ament_cmake_ros after jazzy
+if [ "$distro" = kilted ]; then
+  pip install ros-ament-cmake-ros-core  # split out of ament_cmake_ros after jazzy
+else  # jazzy's ament_cmake_ros finds its test helpers at configure time
+  pip install $ros-ament-cmake-gmock $ros-ament-cmake-gtest $ros-ament-cmake-pytest
+fi
 
 # The wheels' exported CMake targets name their build machine's Python and numpy include
 # directories; point them at this interpreter's.
@@ -56,13 +60,16 @@ np_include="$("$venv/bin/python" -c 'import numpy; print(numpy.get_include())')"
 pip install -e "$root[test,data]"
 
 # The upstream ROS 2 packages that PyPI lacks, from the wheelhouse when there is one. --no-deps:
-# their metadata names ament-index-python, which PyPI ships as ros-ament-index-python. The
-# compiled tf2 / composition_interfaces wheels were built against kilted: on jazzy only the
-# pure-Python ones are installed (TF then goes through metrabs_ros.ros.compat).
+# their metadata names ament-index-python, which PyPI ships as ros-ament-index-python. Its
+# compiled wheels were built against kilted. On jazzy, tf2_msgs's type support crashes on the
+# first /tf message (undefined fastcdr symbol), so the tf2 wheels are left out there (TF goes
+# through metrabs_ros.ros.compat and the tf2_msgs fixture); composition_interfaces only has to
+# import (launch_ros imports it) and does.
 if [ -d "$wheelhouse" ]; then
   wheels=("$wheelhouse"/*.whl)
   if [ "$distro" != kilted ]; then
-    wheels=($(printf '%s\n' "${wheels[@]}" | grep -v -e '-cp311-' -e '/tf2_ros_py-'))
+    wheels=($(printf '%s\n' "${wheels[@]}" | grep -v -e '/ros_tf2' -e '/tf2_ros_py-'))
+    "$venv/bin/python" -m pip uninstall -q -y ros-tf2 ros-tf2-py ros-tf2-msgs tf2-ros-py 2>/dev/null || true
   fi
   pip install --no-index --no-deps "${wheels[@]}"
   pip install osrf-pycommon lark psutil transforms3d
@@ -86,8 +93,8 @@ fi
   cd "$root"
   colcon build --symlink-install --base-paths "${base_paths[@]}" --build-base "$build" \
       --install-base "$install" \
-      --cmake-args -DBUILD_TESTING=OFF -DPython3_EXECUTABLE="$venv/bin/python" > build.log 2>&1 \
-    || { tail -40 build.log; echo "setup_env: colcon build failed (full log: build.log)" >&2; exit 1; }
+      --cmake-args -DBUILD_TESTING=OFF -DPython3_EXECUTABLE="$venv/bin/python" > build$suffix.log 2>&1 \
+    || { tail -40 build$suffix.log; echo "setup_env: colcon build failed (full log: build$suffix.log)" >&2; exit 1; }
 )
 . "$root/scripts/env.sh"
 python -c 'import torch, torchvision, rclpy, metrabs_ros.msg, tf2_msgs.msg; print("environment ready: torch", torch.__version__, "| rclpy + metrabs_ros and tf2 messages")'

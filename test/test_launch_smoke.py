@@ -130,8 +130,9 @@ def play_sequence(env: dict, namespace: str, image_topic: str, reliability: str,
     """metrabs-camera in its own process (its own Fast DDS profile); the outputs are recorded
     meanwhile. Returns the number of frames sent."""
     env = dict(env)
-    if fastdds_profile is not None:
-        env['FASTDDS_DEFAULT_PROFILES_FILE'] = str(fastdds_profile)
+    if fastdds_profile is not None:  # Fast DDS 3 (kilted) reads the first, 2.x (jazzy) the second
+        env['FASTDDS_DEFAULT_PROFILES_FILE'] = env['FASTRTPS_DEFAULT_PROFILES_FILE'] = \
+            str(fastdds_profile)
     camera = subprocess.Popen(
         [sys.executable, '-m', 'metrabs_ros.ros.sequence_camera', '--namespace', namespace,
          '--image-topic', image_topic, '--rate', str(FRAME_RATE_HZ), '--reliability',

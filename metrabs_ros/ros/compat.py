@@ -4,7 +4,8 @@ Where the upstream packages are importable, the node imports them instead; this 
 same names and call signatures so the node's code path is identical:
 ``Subscriber(node, msg_type, topic, qos_profile=...)`` with ``.sub`` and ``registerCallback``,
 ``TimeSynchronizer(subscribers, queue_size)`` calling back with exactly matching stamps, and
-``TransformBroadcaster(node).sendTransform(transforms)`` publishing tf2_msgs/TFMessage on /tf.
+``TransformBroadcaster(node).sendTransform(transforms)`` publishing tf2_msgs/TFMessage on /tf
+(publisher ``pub_tf``).
 """
 from __future__ import annotations
 
@@ -72,11 +73,11 @@ class TransformBroadcaster:
     def __init__(self, node, qos=100):
         from tf2_msgs.msg import TFMessage  # ImportError where no tf2_msgs is built
         self.message_type = TFMessage
-        self.publisher = node.create_publisher(TFMessage, '/tf', qos)
+        self.pub_tf = node.create_publisher(TFMessage, '/tf', qos)  # upstream's attribute name
 
     def sendTransform(self, transform):  # noqa: N802 (upstream name)
         transforms = list(transform) if isinstance(transform, (list, tuple)) else [transform]
-        self.publisher.publish(self.message_type(transforms=transforms))
+        self.pub_tf.publish(self.message_type(transforms=transforms))
 
 
 def import_message_filters():

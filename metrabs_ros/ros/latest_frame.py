@@ -34,7 +34,8 @@ class LatestFrame:
             self._closed = True
             self._condition.notify_all()
 
-    def reopen(self) -> None:
-        with self._condition:
-            self._closed = False
-            self._item = None
+    def successor(self) -> 'LatestFrame':
+        """A new open, empty mailbox that continues this one's counts (this one stays as is)."""
+        following = LatestFrame()
+        following.received, following.dropped = self.received, self.dropped
+        return following

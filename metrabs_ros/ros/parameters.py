@@ -1,6 +1,7 @@
 """The node's parameters, described once: name, default, description, range, read-only."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
@@ -17,6 +18,8 @@ class Param:
     read_only: bool = False
     range: tuple[float, float] | None = None
     choices: tuple[str, ...] = ()
+    pattern: str = ''  # a string value must match it fully
+    pattern_help: str = ''
 
     def descriptor(self) -> ParameterDescriptor:
         descriptor = ParameterDescriptor(name=self.name, read_only=self.read_only,
@@ -35,8 +38,10 @@ class Param:
 
 PARAMETERS = (
     # Loaded at configure: read-only.
-    Param('model_path', '', "model directory (metrabs_ros checkpoint or official release); "
-          "'' = the bundled synthetic-humanoid model", True),
+    Param('model_path', '', "model directory (metrabs_ros checkpoint or official release) or a "
+          "release name (metrabs-fetch --list); '' = the bundled synthetic-humanoid model", True),
+    Param('allow_download', False, 'model_path may name a registered release (metrabs-fetch '
+          '--list) that is not cached yet: download it at configure', True),
     Param('detector', '', "person detector: centre-point detector directory, TorchScript file or "
           "'architecture:weights_file'; '' with model_path '' = the bundled detector", True),
     Param('device', 'auto', 'auto, cpu or cuda', True, choices=('auto', 'cpu', 'cuda')),
@@ -76,10 +81,15 @@ PARAMETERS = (
           'publish the input with 2D skeletons drawn (built only while subscribed)'),
     Param('publish_tf', True, 'publish a TF frame per person'),
     Param('publish_joint_frames', False, "also a TF frame per joint: '<prefix><id>/<joint>'"),
-    Param('tf_frame_prefix', 'body_', 'TF child frame prefix, followed by the track id'),
+    Param('tf_frame_prefix', 'body_', 'TF child frame prefix, followed by the track id',
+          pattern=r'([A-Za-z0-9_]+/?)*',
+          pattern_help='letters, digits, _ and single inner /, no leading /, no spaces'),
     Param('tf_root_joint', 'pelv', "joint at the person frame's origin ('' = mean of joints)"),
     Param('diagnostics_period_s', 1.0, 'diagnostics publishing period', True, (0.05, 60.0)),
 )
+
+
+BY_NAME = {p.name: p for p in PARAMETERS}
 
 
 def declare_all(node) -> dict:
@@ -89,12 +99,27 @@ def declare_all(node) -> dict:
     return {p.name: node.get_parameter(p.name).value for p in PARAMETERS}
 
 
+def problem(name: str, value) -> str | None:
+    """Why `value` is not allowed for parameter `name` (choices and patterns), or None."""
+    spec = BY_NAME.get(name)
+    if spec is None:
+        return None
+    if spec.choices and value not in spec.choices:
+        return f'{name} must be one of {", ".join(spec.choices)}; got {value!r}'
+    if spec.pattern and not re.fullmatch(spec.pattern, str(value)):
+        return f'{name} {value!r} is not allowed: {spec.pattern_help}'
+    return None
+
+
+def startup_problems(values: dict) -> list[str]:
+    """problem() of every declared value (read-only ones never reach the set callback)."""
+    return [reason for name, value in values.items() if (reason := problem(name, value))]
+
+
 def validate_choices(params) -> SetParametersResult:
-    """Reject values outside a parameter's choices (ranges are checked by rclpy itself)."""
-    choices = {p.name: p.choices for p in PARAMETERS if p.choices}
+    """Reject values outside a parameter's choices or pattern (rclpy checks types and ranges)."""
     for param in params:
-        allowed = choices.get(param.name)
-        if allowed and param.value not in allowed:
-            return SetParametersResult(
-                successful=False, reason=f'{param.name} must be one of {", ".join(allowed)}')
+        reason = problem(param.name, param.value)
+        if reason:
+            return SetParametersResult(successful=False, reason=reason)
     return SetParametersResult(successful=True)

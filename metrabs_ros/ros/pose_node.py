@@ -29,6 +29,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
@@ -43,7 +44,7 @@ from metrabs_ros.ros import conversions
 from metrabs_ros.ros.compat import import_message_filters
 from metrabs_ros.ros.input_qos import choose_reliability, input_qos, reliability_name
 from metrabs_ros.ros.latest_frame import LatestFrame
-from metrabs_ros.ros.parameters import declare_all, validate_choices
+from metrabs_ros.ros.parameters import declare_all, startup_problems, validate_choices
 from metrabs_ros.ros.tf_buffer import transform_to_matrix
 from metrabs_ros.tracking import PoseTracker
 from metrabs_ros.visualization import draw_skeletons
@@ -65,6 +66,9 @@ class PoseNode(LifecycleNode):
         # before it runs, and the set happens right after (Humble has no post-set callback).
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.frames = LatestFrame()
+        self.generation = 0  # bumped by every activate / deactivate / cleanup
+        self.publish_lock = threading.Lock()
+        self.tf_broadcaster = self.tf_buffer = self.tf_listener = self.diagnostics_timer = None
         self.estimator: PoseEstimator | None = None
         self.model_path = ''
         self.tracker: PoseTracker | None = None
@@ -84,20 +88,26 @@ class PoseNode(LifecycleNode):
     # Lifecycle -------------------------------------------------------------------------------
     def on_configure(self, state) -> TransitionCallbackReturn:
         p = self.params
+        problems = startup_problems(p)
         model_path, detector_spec = model_and_detector(p['model_path'], p['detector'])
         self.model_path = str(model_path)
         try:
-            model = load_model(model_path)
+            if problems:
+                raise ValueError('; '.join(problems))
+            model = load_model(model_path, allow_download=p['allow_download'])
             if detector_spec is None:
                 raise DetectorError('detector is not set: give a centre-point detector directory, '
                                     "a TorchScript file or 'architecture:weights_file'")
+            self._check_model_parameters(model)
             detector = load_detector(detector_spec)
             self.estimator = PoseEstimator(model, detector, device=p['device'])
             self._warm_up()
         except (CheckpointError, DetectorError, ValueError) as e:
+            self.estimator = None
             self.get_logger().error(f'configure failed: {e}')
             return TransitionCallbackReturn.FAILURE
         except Exception as e:  # rclpy would swallow it: say what failed
+            self.estimator = None
             self.get_logger().error(f'configure failed: {type(e).__name__}: {e}')
             return TransitionCallbackReturn.FAILURE
         self.tracker = self._new_tracker()
@@ -118,13 +128,18 @@ class PoseNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state) -> TransitionCallbackReturn:
-        self.frames.reopen()
+        # A fresh mailbox and generation: a worker still finishing a frame from before a
+        # deactivate reads its own closed mailbox, publishes nothing and ends.
+        self.frames = self.frames.successor()
+        with self.publish_lock:
+            self.generation += 1
         self.reliability = {}
         self._subscribe()
         if self.params['reliability'] == 'auto':
             self.qos_timer = self.create_timer(QOS_CHECK_PERIOD_S, self._match_publisher_qos)
         self.last_frame_time = time.monotonic()
-        self.worker = threading.Thread(target=self._work, name='metrabs_worker', daemon=True)
+        self.worker = threading.Thread(target=self._work, args=(self.frames, self.generation),
+                                       name='metrabs_worker', daemon=True)
         self.worker.start()
         return super().on_activate(state)
 
@@ -134,11 +149,20 @@ class PoseNode(LifecycleNode):
             self.qos_timer = None
         self._unsubscribe()
         self.frames.close()
-        if self.worker is not None:
-            self.worker.join(timeout=10)
+        with self.publish_lock:  # from here on no frame of this activation is published
+            self.generation += 1
+        # Not joined: a long frame in flight must not block the executor; it ends by itself.
         return super().on_deactivate(state)
 
     def on_cleanup(self, state) -> TransitionCallbackReturn:
+        with self.publish_lock:
+            self.generation += 1
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _release(self) -> None:
+        """Undo everything configure created: model, publishers, TF, timer, GPU memory."""
+        device = self.estimator.device if self.estimator is not None else None
         self.estimator = self.tracker = None
         for name, publisher in self.publishers_.items():
             if name == 'diagnostics':
@@ -146,11 +170,29 @@ class PoseNode(LifecycleNode):
             else:
                 self.destroy_lifecycle_publisher(publisher)
         self.publishers_ = {}
-        self.destroy_timer(self.diagnostics_timer)
-        return TransitionCallbackReturn.SUCCESS
+        if self.tf_broadcaster is not None:
+            self.destroy_publisher(self.tf_broadcaster.pub_tf)
+        if self.tf_listener is not None:
+            self.tf_listener.unregister()
+        self.tf_broadcaster = self.tf_buffer = self.tf_listener = None
+        if self.diagnostics_timer is not None:
+            self.destroy_timer(self.diagnostics_timer)
+            self.diagnostics_timer = None
+        if device is not None and device.type == 'cuda':
+            import torch
+            torch.cuda.empty_cache()
 
     def on_shutdown(self, state) -> TransitionCallbackReturn:
         self.frames.close()
+        with self.publish_lock:
+            self.generation += 1
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state) -> TransitionCallbackReturn:
+        self.get_logger().error(f'lifecycle error in state {state.label}: releasing everything; '
+                                'configure again to recover')
+        self.frames.close()
+        self._release()
         return TransitionCallbackReturn.SUCCESS
 
     # Input ------------------------------------------------------------------------------------
@@ -205,25 +247,33 @@ class PoseNode(LifecycleNode):
         self.frames.put((image, info))
 
     # Processing ------------------------------------------------------------------------------
-    def _work(self) -> None:
+    def _work(self, frames: LatestFrame, generation: int) -> None:
+        """Process the newest frame of `frames` until it closes; publish only while
+        `generation` is current."""
         while True:
-            pair = self.frames.take()
+            pair = frames.take()
             if pair is None:
                 return
             try:
-                self._process(*pair)
+                self._process(*pair, generation=generation)
             except Exception as e:  # the worker must outlive any single frame
-                self.stats['failed'] += 1
-                self.get_logger().error(f'frame skipped after an unexpected error: {e!r}')
+                if generation == self.generation:
+                    self.stats['failed'] += 1
+                    self.get_logger().error(f'frame skipped after an unexpected error: {e!r}')
 
-    def _process(self, image_msg: Image | CompressedImage, info_msg: CameraInfo) -> None:
+    def _process(self, image_msg: Image | CompressedImage, info_msg: CameraInfo,
+                 generation: int) -> None:
         p = self.params
+        estimator, tracker = self.estimator, self.tracker  # cleanup may drop them meanwhile
         stamp_s = image_msg.header.stamp.sec + image_msg.header.stamp.nanosec * 1e-9
         age_s = self.get_clock().now().nanoseconds * 1e-9 - stamp_s
-        if p['stale_after_s'] > 0 and age_s > p['stale_after_s']:
+        if p['stale_after_s'] > 0 and abs(age_s) > p['stale_after_s']:
             self.stats['stale'] += 1
-            self._warn(f'skipping a frame {age_s:.2f} s old (stale_after_s '
-                       f'{p["stale_after_s"]}); is the clock or the camera behind?', key='stale')
+            when = f'{age_s:.2f} s old' if age_s > 0 else f'{-age_s:.2f} s in the future'
+            self._warn(f'skipping a frame stamped {when} (stale_after_s {p["stale_after_s"]}); '
+                       'is the clock or the camera off?', key='stale', throttle=True)
+            return
+        if estimator is None or tracker is None:
             return
         try:
             to_rgb = conversions.compressed_to_rgb if isinstance(image_msg, CompressedImage) \
@@ -237,7 +287,7 @@ class PoseNode(LifecycleNode):
             if p['target_frame']:
                 camera, header = self._in_target_frame(camera, header)
             start = time.perf_counter()
-            result = self.estimator.detect_poses(
+            result = estimator.detect_poses(
                 rgb, camera, num_aug=p['num_aug'], internal_batch_size=p['internal_batch_size'],
                 antialias_factor=p['antialias_factor'], skeleton=p['skeleton'] or None,
                 detector_threshold=p['detector_threshold'],
@@ -249,13 +299,16 @@ class PoseNode(LifecycleNode):
             self.stats['failed'] += 1
             self._warn(f'skipping a frame: {e}', key=str(e)[:30], throttle=True)
             return
-        if self.tracker.last_time_s is not None and stamp_s < self.tracker.last_time_s:
-            self._warn('image stamps went back in time (bag loop or clock reset?): '
-                       'restarting tracks', key='time_jump', throttle=True)
-            self.tracker = self._new_tracker()
-        ids, poses = self.tracker.update(result.poses3d, stamp_s)
-        result = dataclasses.replace(result, poses3d=poses)
-        self._publish(result, ids, header, rgb)
+        with self.publish_lock:
+            if generation != self.generation:
+                return  # deactivated or cleaned up while this frame was in flight
+            if tracker.last_time_s is not None and stamp_s < tracker.last_time_s:
+                self._warn('image stamps went back in time (bag loop or clock reset?): '
+                           'restarting tracks', key='time_jump', throttle=True)
+                tracker = self.tracker = self._new_tracker()
+            ids, poses = tracker.update(result.poses3d, stamp_s)
+            result = dataclasses.replace(result, poses3d=poses)
+            self._publish(result, ids, header, rgb)
         self.stats.update(processed=self.stats['processed'] + 1, people=len(result),
                           inference_ms=elapsed_ms)
         self.stats['output_times'] = (self.stats['output_times'] + [time.monotonic()])[-30:]
@@ -310,6 +363,8 @@ class PoseNode(LifecycleNode):
                            smoothing=p['smoothing'])
 
     def _make_tf_listener(self):
+        """(Buffer, TransformListener) from tf2_ros or the compat module; (None, None) without
+        tf2_msgs."""
         try:
             from tf2_ros import Buffer, TransformException, TransformListener
         except ImportError:
@@ -334,11 +389,34 @@ class PoseNode(LifecycleNode):
             return None
 
     def _on_set_parameters(self, params):
-        """Reject values outside a parameter's choices; record accepted values."""
+        """Reject values outside a parameter's choices or pattern, or joints the model lacks;
+        record accepted values."""
         result = validate_choices(params)
+        estimator = self.estimator
+        for param in params:
+            if result.successful and param.name == 'tf_root_joint' and estimator is not None:
+                reason = root_joint_problem(param.value, self._output_skeleton(estimator.model))
+                if reason:
+                    result = SetParametersResult(successful=False, reason=reason)
         if result.successful:
             self._parameters_changed(params)
         return result
+
+    def _output_skeleton(self, model):
+        return model.output_skeletons.skeletons[self.params['skeleton'] or
+                                                model.output_skeletons.default]
+
+    def _check_model_parameters(self, model) -> None:
+        """ValueError when skeleton or tf_root_joint do not fit the model."""
+        names = model.output_skeletons.names
+        if not names:
+            raise ValueError(f'the model at {self.model_path} has no output skeleton')
+        if self.params['skeleton'] and self.params['skeleton'] not in names:
+            raise ValueError(f'skeleton {self.params["skeleton"]!r} is not one of this model\'s: '
+                             f'{", ".join(names)}')
+        reason = root_joint_problem(self.params['tf_root_joint'], self._output_skeleton(model))
+        if reason:
+            raise ValueError(reason)
 
     def _parameters_changed(self, params) -> None:
         for param in params:
@@ -393,6 +471,14 @@ class PoseNode(LifecycleNode):
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
         self.publishers_['diagnostics'].publish(msg)
+
+
+def root_joint_problem(joint: str, skeleton) -> str | None:
+    """Why `joint` cannot be the TF root of `skeleton` ('' = joint mean is fine), or None."""
+    if joint and joint not in skeleton.joint_names:
+        return (f'tf_root_joint {joint!r} is not a joint of skeleton {skeleton.name!r}: use one '
+                f'of {", ".join(skeleton.joint_names)} or \'\' for the mean of the joints')
+    return None
 
 
 def main(args=None) -> None:

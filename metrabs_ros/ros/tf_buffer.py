@@ -142,12 +142,17 @@ class TransformListener:
 
     def __init__(self, buffer: Buffer, node, qos=100, static_qos=None):
         from tf2_msgs.msg import TFMessage  # ImportError where no tf2_msgs is built
-        self.buffer = buffer
+        self.buffer, self.node = buffer, node
         static_qos = static_qos or QoSProfile(depth=100,
                                               durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.subscriptions = [
-            node.create_subscription(TFMessage, '/tf', self._on_tf, qos),
-            node.create_subscription(TFMessage, '/tf_static', self._on_tf_static, static_qos)]
+        self.tf_sub = node.create_subscription(TFMessage, '/tf', self._on_tf, qos)
+        self.tf_static_sub = node.create_subscription(TFMessage, '/tf_static',
+                                                      self._on_tf_static, static_qos)
+
+    def unregister(self) -> None:
+        """Destroy both subscriptions (as tf2_ros's listener does)."""
+        self.node.destroy_subscription(self.tf_sub)
+        self.node.destroy_subscription(self.tf_static_sub)
 
     def _on_tf(self, msg) -> None:
         for transform in msg.transforms:
