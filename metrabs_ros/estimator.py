@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from metrabs_ros.bundled import DomainNote
 from metrabs_ros.camera import DEFAULT_FOV_DEGREES, Camera
 from metrabs_ros.crops import (Augmentations, CropGeometry, crop_geometry, decode_gamma,
                                encode_gamma, image_pyramid, pyramid_levels, sampling_map,
@@ -65,6 +66,7 @@ class PoseEstimator:
         self.half_precision = self.device.type == 'cuda' if half_precision is None else half_precision
         self.raw_mirror = mirror_permutation(model.config.joint_names)
         self.timer = StageTimer(self.device)  # enable for per-stage timings (benchmarks)
+        self.domain_note = DomainNote(model.config.training_domain)
 
     def detect_poses(self, image: np.ndarray, camera: Camera | None = None, *,
                      detector_threshold: float = 0.3, detector_nms_iou_threshold: float = 0.7,
@@ -111,6 +113,7 @@ class PoseEstimator:
                   world_up_vector=None, internal_batch_size: int = 64, antialias_factor: int = 1,
                   num_aug: int = 5, average_aug: bool = True, skeleton: str | None = None,
                   gamma_correct: bool = True) -> PoseResult:
+        self.domain_note.check(image)
         camera = resolve_camera(image, camera, default_fov_degrees, intrinsic_matrix,
                                 distortion_coeffs, extrinsic_matrix, world_up_vector)
         outputs = self.model.output_skeletons

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import torch
 
-from metrabs_ros.bundled import DEFAULT_DETECTOR, DEFAULT_MODEL, SAMPLE_SEQUENCE
+from metrabs_ros.bundled import (DEFAULT_DETECTOR, DEFAULT_MODEL, SAMPLE_SEQUENCE,
+                                 SYNTHETIC_DOMAIN)
 from metrabs_ros.centre_detector import load_centre_net, save_centre_net
 from metrabs_ros.data.sequence import write_sequence
 from metrabs_ros.weights import load_checkpoint, save_checkpoint
@@ -18,7 +19,8 @@ from metrabs_ros.weights import load_checkpoint, save_checkpoint
 
 def main(pose_run: Path, detector_run: Path, rules: bool = True) -> None:
     model = load_checkpoint(pose_run / 'model')
-    model.config = dataclasses.replace(model.config, implausible_pose_rules=rules)
+    model.config = dataclasses.replace(model.config, implausible_pose_rules=rules,
+                                       training_domain=SYNTHETIC_DOMAIN)
     for directory in (DEFAULT_MODEL, DEFAULT_DETECTOR, SAMPLE_SEQUENCE):
         shutil.rmtree(directory, ignore_errors=True)
     save_checkpoint(model, DEFAULT_MODEL, dtype=torch.float16)

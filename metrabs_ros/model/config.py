@@ -25,6 +25,8 @@ class ModelConfig:
     solve_normalization: RMS normalization of that solve, 'per_crop' (each crop's result is
     independent of the batch) or 'batch' (one scale over all crops of a call, as the official code
     does; set by the official loader). See metrabs_ros.model.reconstruct.
+    training_domain: '' for general models; otherwise what the model was trained on (e.g. the
+    bundled model's synthetic humanoids): the estimator then warns once when it sees other images.
     implausible_pose_rules: whether the official plausibility rules (bone lengths, augmentation
     and box consistency; suppression.py) fit this model's poses. False for a model whose poses
     fail them although they find the person (the bundled synthetic model): suppression then only
@@ -48,6 +50,7 @@ class ModelConfig:
     solve_normalization: str = 'per_crop'
     input_normalization: str = 'plus_minus_one'
     implausible_pose_rules: bool = True
+    training_domain: str = ''
 
     def __post_init__(self):
         object.__setattr__(self, 'joint_names', tuple(str(n) for n in self.joint_names))
