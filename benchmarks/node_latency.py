@@ -20,6 +20,8 @@ import json
 import os
 import tempfile
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +32,41 @@ os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 from _common import machine  # noqa: E402  (imports torch)
 
 
-def run_rate(rate: float, seconds: float, parameters: dict, frames) -> dict:
+@dataclass
+class Rig:
+    """The pose node (own process) and a camera peer in this process, with what it received."""
+
+    node: object  # subprocess.Popen
+    peer: object  # rclpy Node
+    image_pub: object
+    info_pub: object
+    messages: list  # (Image, CameraInfo) pairs, built once
+    latencies: list = field(default_factory=list)  # (receipt time, seconds since the stamp)
+    diagnostics: list = field(default_factory=list)
+    sent: int = 0
+
+    def publish_for(self, rate: float, seconds: float) -> float:
+        """Publish frames (cycled, fresh stamps) at `rate` Hz for `seconds`; returns the time."""
+        import rclpy
+        period, start, first = 1.0 / rate, time.monotonic(), self.sent
+        while time.monotonic() - start < seconds:
+            image, info = self.messages[self.sent % len(self.messages)]
+            image.header.stamp = info.header.stamp = self.peer.get_clock().now().to_msg()
+            self.image_pub.publish(image)
+            self.info_pub.publish(info)
+            self.sent += 1
+            next_time = start + (self.sent - first) * period
+            while time.monotonic() < next_time:
+                rclpy.spin_once(self.peer, timeout_sec=max(0.0, next_time - time.monotonic()))
+        return time.monotonic() - start
+
+    def diagnostic_values(self) -> dict:
+        return {kv.key: kv.value for kv in self.diagnostics[-1].status[0].values}
+
+
+@contextmanager
+def node_and_camera(parameters: dict, frames):
+    """Start the node with `parameters`, wait until it is up and subscribed; yields a Rig."""
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -38,8 +74,7 @@ def run_rate(rate: float, seconds: float, parameters: dict, frames) -> dict:
 
     from metrabs_ros.msg import SkeletonArray
     from metrabs_ros.ros.demo import frame_messages
-    from metrabs_ros.ros.node_process import (pose_node_process, process_cpu_seconds,
-                                              resident_memory_mb, spin_until)
+    from metrabs_ros.ros.node_process import pose_node_process, spin_until
 
     namespace = '/metrabs_benchmark'
     log = Path(tempfile.mkdtemp()) / 'node.log'
@@ -48,44 +83,42 @@ def run_rate(rate: float, seconds: float, parameters: dict, frames) -> dict:
         peer = rclpy.create_node('benchmark_camera', namespace=namespace)
         try:
             qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
-            image_pub = peer.create_publisher(Image, 'image', qos)
-            info_pub = peer.create_publisher(CameraInfo, 'camera_info', qos)
-            latencies, diagnostics = [], []
+            rig = Rig(node, peer, peer.create_publisher(Image, 'image', qos),
+                      peer.create_publisher(CameraInfo, 'camera_info', qos), [])
 
             def on_skeletons(msg):
                 stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-                latencies.append((time.time(), time.time() - stamp))
+                rig.latencies.append((time.time(), time.time() - stamp))
 
             peer.create_subscription(SkeletonArray, 'skeletons', on_skeletons, 100)
-            peer.create_subscription(DiagnosticArray, '/diagnostics', diagnostics.append, 10)
-            if not spin_until(peer, lambda: diagnostics or node.poll() is not None, 180.0) \
+            peer.create_subscription(DiagnosticArray, '/diagnostics', rig.diagnostics.append, 10)
+            if not spin_until(peer, lambda: rig.diagnostics or node.poll() is not None, 180.0) \
                     or node.poll() is not None:
                 raise RuntimeError(f'node did not come up: {log.read_text()[-2000:]}')
-            spin_until(peer, lambda: image_pub.get_subscription_count() > 0, 30.0)
-            rss_start = resident_memory_mb(node.pid)
+            spin_until(peer, lambda: rig.image_pub.get_subscription_count() > 0, 30.0)
             # Built once: a camera driver does not pay Python message construction per frame.
-            messages = [frame_messages(frame, peer.get_clock().now().to_msg())
-                        for frame in frames]
-            node_cpu_start, own_cpu_start = process_cpu_seconds(node.pid), time.process_time()
-            period, sent, start = 1.0 / rate, 0, time.monotonic()
-            while time.monotonic() - start < seconds:
-                image, info = messages[sent % len(messages)]
-                image.header.stamp = info.header.stamp = peer.get_clock().now().to_msg()
-                image_pub.publish(image)
-                info_pub.publish(info)
-                sent += 1
-                next_time = start + sent * period
-                while time.monotonic() < next_time:
-                    rclpy.spin_once(peer, timeout_sec=max(0.0, next_time - time.monotonic()))
-            elapsed, outputs_in_window = time.monotonic() - start, len(latencies)
-            node_cpu = process_cpu_seconds(node.pid) - node_cpu_start
-            own_cpu = time.process_time() - own_cpu_start
-            spin_until(peer, lambda: False, 5.0)  # the outputs still in flight
-            rss_end = resident_memory_mb(node.pid)
-            values = {kv.key: kv.value for kv in diagnostics[-1].status[0].values}
+            rig.messages = [frame_messages(frame, peer.get_clock().now().to_msg())
+                            for frame in frames]
+            yield rig
         finally:
             peer.destroy_node()
             rclpy.try_shutdown()
+
+
+def run_rate(rate: float, seconds: float, parameters: dict, frames) -> dict:
+    from metrabs_ros.ros.node_process import (process_cpu_seconds, resident_memory_mb,
+                                              spin_until)
+    with node_and_camera(parameters, frames) as rig:
+        rss_start = resident_memory_mb(rig.node.pid)
+        node_cpu_start, own_cpu_start = process_cpu_seconds(rig.node.pid), time.process_time()
+        elapsed = rig.publish_for(rate, seconds)
+        outputs_in_window = len(rig.latencies)
+        node_cpu = process_cpu_seconds(rig.node.pid) - node_cpu_start
+        own_cpu = time.process_time() - own_cpu_start
+        spin_until(rig.peer, lambda: False, 5.0)  # the outputs still in flight
+        rss_end = resident_memory_mb(rig.node.pid)
+        values = rig.diagnostic_values()
+        latencies, sent = rig.latencies, rig.sent
     times = np.array([t for t, _ in latencies])
     lat = 1000 * np.array([d for _, d in latencies])
     steady = times > times[0] + 2 if len(times) else times  # skip the first 2 s
