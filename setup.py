@@ -36,5 +36,8 @@ setup(
     extras_require={
         'test': ['pytest>=7'],
         'data': ['pybullet>=3.2'],
+        # Optional YOLO person detector (metrabs_ros.yolo_detector); ultralytics is AGPL-3.0 and pulls
+        # opencv-python next to opencv-python-headless (same cv2 directory) and polars (about 320 MB).
+        'yolo': ['ultralytics>=8.1'],
     },
 )

@@ -127,7 +127,8 @@ class TorchScriptDetector(PersonDetector):
 def load_detector(spec: str | Path, device: str | torch.device = 'cpu',
                   allow_download: bool = False) -> PersonDetector:
     """Detector from a spec: a centre-point detector directory, 'file.pt' / 'file.ts'
-    (TorchScript) or 'architecture[:weights_file]' (torchvision)."""
+    (TorchScript), 'architecture[:weights_file]' (torchvision) or 'ultralytics:weights.pt' (the
+    optional YOLO backend in metrabs_ros.yolo_detector; never downloads)."""
     from metrabs_ros.centre_detector import (CentreNetDetector, is_centre_net_directory,
                                              load_centre_net)
     if is_centre_net_directory(spec):
@@ -136,6 +137,9 @@ def load_detector(spec: str | Path, device: str | torch.device = 'cpu',
     architecture, _, weights = spec.partition(':')
     if architecture in TORCHVISION_DETECTORS:
         return TorchvisionDetector(architecture, weights or None, allow_download, device)
+    if architecture == 'ultralytics':
+        from metrabs_ros.yolo_detector import YoloDetector, load_yolo
+        return YoloDetector(load_yolo(weights), device)
     return TorchScriptDetector(spec, device)
 
 
