@@ -58,6 +58,10 @@ np_include="$("$venv/bin/python" -c 'import numpy; print(numpy.get_include())')"
     -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#$np_include#g"
 
 pip install -e "$root[test,data]"
+# The optional YOLO person detector (ultralytics, AGPL-3.0) for its tests. --no-deps: its full
+# list adds opencv-python next to the headless build and ~320 MB; at run time it needs only what
+# is already here (PIL, cv2, tqdm, yaml).
+pip install --no-deps "ultralytics>=8.1"
 
 # The upstream ROS 2 packages that PyPI lacks, from the wheelhouse when there is one. --no-deps:
 # their metadata names ament-index-python, which PyPI ships as ros-ament-index-python. Its
