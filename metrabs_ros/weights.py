@@ -103,6 +103,9 @@ def load_checkpoint(directory: str | Path) -> Metrabs:
         raise CheckpointError(f'{config_path}: unsupported format version {config.get("version")}')
     state = _read(weights_path, lambda p: safetensors.torch.load_file(str(p)))
     transform = state.get('output_skeletons.joint_transform')
+    if not isinstance(config.get('skeletons'), dict):
+        raise CheckpointError(f'{config_path}: "skeletons" must be a mapping of skeleton name to '
+                              f'{{joint_names, edges, indices}}, got {config.get("skeletons")!r}')
     try:
         model_config = ModelConfig.from_dict(config['model'])
         output = OutputSkeletons({
@@ -179,6 +182,7 @@ def official_model_config(cfg: dict, joint_info: dict, backbone: str) -> ModelCo
         weak_perspective=bool(cfg.get('weak_perspective', False)),
         ridge_lambda=OFFICIAL_RIDGE_LAMBDA,
         solve_normalization='batch',  # ptu3d.reconstruct_ref_fullpersp: one RMS over the batch
+        crop_geometry='official',  # multiperson_model.py: float32 crop cameras and warp
         input_normalization='plus_minus_one')
 
 

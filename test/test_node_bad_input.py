@@ -440,8 +440,8 @@ FRAME_CASES = [
                  id='encoding-bgra8-served'),
     # Row layout and sizes
     pytest.param(FrameCase(lambda: (image(step=WIDTH * 3 - 3), camera_info()), **skipping(
-        f'image data too short: {(WIDTH * 3 - 3) * HEIGHT} bytes for {WIDTH}x{HEIGHT} rgb8 '
-        f'with step {WIDTH * 3 - 3}')), id='step-smaller-than-row'),
+        f'image step {WIDTH * 3 - 3} is smaller than a row of {WIDTH} px rgb8 '
+        f'({WIDTH * 3} bytes)')), id='step-smaller-than-row'),
     pytest.param(FrameCase(lambda: (image(data=bytes(1000)), camera_info()), **skipping(
         f'image data too short: 1000 bytes for {WIDTH}x{HEIGHT} rgb8 with step {WIDTH * 3}')),
         id='data-shorter-than-height-x-step'),
@@ -549,16 +549,18 @@ def test_stale_stamp(raw):
                    stamp=shifted(raw, -30))
 
 
-def test_duplicate_stamp_is_served_again_without_warnings(raw):
+def test_duplicate_stamp_is_skipped_with_a_warning(raw):
+    # A second frame with the same stamp would repeat the TF frames (tf2: TF_REPEATED_DATA).
     stamp = raw.serve_good()
     mark = raw.log_mark()
     raw.publish(raw.good_image(), camera_info(), stamp)  # the same stamp once more
-    assert raw.spin_until(lambda: len(raw.outputs(stamp)) == 2, FRAME_TIMEOUT_S), raw.tail()
-    first, second = raw.outputs(stamp)
-    assert [s.id for s in first.skeletons] == [s.id for s in second.skeletons]  # same tracks
+    raw.spin_for(1.5)
+    assert len(raw.outputs(stamp)) == 1, raw.tail()
     raw.serve_good()
     assert raw.alive()
-    assert not LOG_LINE.search(raw.log_since(mark)), raw.log_since(mark)
+    lines = LOG_LINE.findall(raw.log_since(mark))
+    assert len(lines) == 1 and 'same stamp as the previous frame' in raw.log_since(mark), \
+        raw.log_since(mark)
 
 
 def test_stamp_back_in_time_restarts_tracks(raw):
@@ -825,11 +827,6 @@ STARTUP_CASES = {
         "tf_frame_prefix '/bad prefix ' is not allowed: letters, digits, _ and single inner /, "
         'no leading /, no spaces')),
 }
-KNOWN_BAD_MESSAGES = {
-    'config-json-skeletons-list': "weights.load_checkpoint lets AttributeError through for "
-                                  "'skeletons': [] (it catches KeyError, TypeError, ValueError, "
-                                  'IndexError): the line does not name config.json',
-}
 
 
 @pytest.fixture(scope='module')
@@ -883,6 +880,4 @@ def test_configure_failure_at_start_up(failing_nodes, case_id):
     assert 'No transition matching' not in text
     assert 'configured: model' not in text
     print(f'\nLOGLINE {lines[0]}')
-    if case_id in KNOWN_BAD_MESSAGES and not re.search(pattern, lines[0]):
-        pytest.xfail(KNOWN_BAD_MESSAGES[case_id])
     assert re.search(pattern, lines[0]), lines[0]

@@ -45,7 +45,10 @@ def image_to_rgb(msg, max_pixels: int = 50_000_000) -> np.ndarray:
                          f'supported: {", ".join(ENCODINGS)}')
     channels, conversion = ENCODINGS[msg.encoding]
     row_bytes = msg.width * channels
-    if msg.step < row_bytes or len(msg.data) < msg.step * msg.height:
+    if msg.step < row_bytes:
+        raise InputError(f'image step {msg.step} is smaller than a row of {msg.width} px '
+                         f'{msg.encoding} ({row_bytes} bytes)')
+    if len(msg.data) < msg.step * msg.height:
         raise InputError(f'image data too short: {len(msg.data)} bytes for {msg.width}x'
                          f'{msg.height} {msg.encoding} with step {msg.step}')
     # A view of the message's buffer (array.array or bytes): no copy before the one below.

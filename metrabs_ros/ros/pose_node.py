@@ -275,6 +275,11 @@ class PoseNode(LifecycleNode):
             return
         if estimator is None or tracker is None:
             return
+        if tracker.last_time_s == stamp_s:
+            self.stats['failed'] += 1
+            self._warn('skipping a frame with the same stamp as the previous frame (a camera '
+                       'driver or bag repeating frames?)', key='duplicate', throttle=True)
+            return
         try:
             to_rgb = conversions.compressed_to_rgb if isinstance(image_msg, CompressedImage) \
                 else conversions.image_to_rgb
