@@ -51,11 +51,13 @@ def write_model_and_detector(root: Path) -> tuple[Path, Path]:
 
 
 @contextmanager
-def private_ros_domain():
-    """rclpy on a DDS domain of this process's own, discovery limited to loopback."""
+def private_ros_domain(domain_id: int | None = None):
+    """rclpy on a DDS domain of this process's own (default 100 + pid % 100), discovery limited
+    to loopback."""
     keys = ('ROS_DOMAIN_ID', 'ROS_AUTOMATIC_DISCOVERY_RANGE')
     saved = {k: os.environ.get(k) for k in keys}
-    os.environ.update(ROS_DOMAIN_ID=str(100 + os.getpid() % 100),
+    os.environ.update(ROS_DOMAIN_ID=str(100 + os.getpid() % 100 if domain_id is None
+                                        else domain_id),
                       ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')
     rclpy.init()
     try:

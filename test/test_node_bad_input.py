@@ -37,7 +37,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, RegionOfInterest
 
 from metrabs_ros.ros.node_process import pose_node_process  # noqa: E402
 from node_harness import (HEIGHT, K, REPO, SKELETON, WIDTH, CameraPeer,  # noqa: E402
-                          write_model_and_detector)
+                          private_ros_domain, write_model_and_detector)
 
 WARN_PERIOD_S = 5.0  # pose_node.WARN_PERIOD_S: one log line per cause and period
 FRAME_TIMEOUT_S = 30.0
@@ -45,21 +45,10 @@ DEFAULT_D = [-0.05, 0.01, 0.0, 0.0, 0.0]
 
 
 # Environment ---------------------------------------------------------------------------------
-@contextmanager
 def bad_input_domain():
     """rclpy on a DDS domain of this test file's own (60..89, apart from node_harness's
     100..199), discovery limited to loopback."""
-    keys = ('ROS_DOMAIN_ID', 'ROS_AUTOMATIC_DISCOVERY_RANGE')
-    saved = {k: os.environ.get(k) for k in keys}
-    os.environ.update(ROS_DOMAIN_ID=str(60 + os.getpid() % 30),
-                      ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')
-    rclpy.init()
-    try:
-        yield
-    finally:
-        rclpy.shutdown()
-        for key, value in saved.items():
-            os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+    return private_ros_domain(60 + os.getpid() % 30)
 
 
 @contextmanager
@@ -763,24 +752,17 @@ class TestCompressed:
     def test_bad_compressed_frame(self, compressed, case):
         run_frame_case(compressed, case)
 
-    def test_huge_png_header_rejected_before_decoding(self, compressed):
+    @pytest.mark.parametrize('format_, header', [
+        ('png', lambda: png_header(20_000, 20_000)), ('jpeg', lambda: jpeg_claiming(60_000, 60_000))],
+        ids=['png-20000x20000', 'jpeg-60000x60000'])
+    def test_huge_header_rejected_before_decoding(self, compressed, format_, header):
         node = compressed
         peak_before = peak_memory_mb(node.process.pid)
+        size = '20000x20000' if format_ == 'png' else '60000x60000'
         run_frame_case(node, FrameCase(
-            lambda: (CompressedImage(format='png', data=png_header(20_000, 20_000)),
-                     camera_info()), **skipping(
-                'compressed image exceeds max_image_pixels (50000000): its header says '
-                '20000x20000; not decoded')))
-        assert peak_memory_mb(node.process.pid) - peak_before < 300, 'the image was decoded'
-
-    def test_huge_jpeg_header_rejected_before_decoding(self, compressed):
-        node = compressed
-        peak_before = peak_memory_mb(node.process.pid)
-        run_frame_case(node, FrameCase(
-            lambda: (CompressedImage(format='jpeg', data=jpeg_claiming(60_000, 60_000)),
-                     camera_info()), **skipping(
-                'compressed image exceeds max_image_pixels (50000000): its header says '
-                '60000x60000; not decoded')))
+            lambda: (CompressedImage(format=format_, data=header()), camera_info()), **skipping(
+                f'compressed image exceeds max_image_pixels (50000000): its header says {size}; '
+                'not decoded')))
         assert peak_memory_mb(node.process.pid) - peak_before < 300, 'the image was decoded'
 
 
