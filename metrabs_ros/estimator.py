@@ -50,8 +50,9 @@ class PoseResult:
 class PoseEstimator:
     """Runs a Metrabs crop model (and optionally a person detector) on whole images.
 
-    crop_backend: 'cv2' (cv2.remap on the CPU), 'torch' (batched grid_sample on the model's
-    device) or 'auto' (cv2 on CPU, torch on GPU). half_precision: fp16 autocast (default: on GPU).
+    crop_backend: 'cv2' (cv2.remap on the CPU; grid_sample's float32 bilinear weights for a model
+    with the 'official' crop geometry), 'torch' (batched grid_sample on the model's device) or
+    'auto' (cv2 on CPU, torch on GPU). half_precision: fp16 autocast (default: on GPU).
     """
 
     def __init__(self, model: Metrabs, detector: PersonDetector | None = None,
@@ -123,7 +124,8 @@ class PoseEstimator:
             raise ValueError(f'unknown skeleton {skeleton_name!r}; this model has {outputs.names}')
         if internal_batch_size < 1 or antialias_factor < 1:
             raise ValueError('internal_batch_size and antialias_factor must be at least 1')
-        augmentations = Augmentations.official(num_aug)
+        augmentations = Augmentations.official(  # the official geometry uses its float32 values
+            num_aug, float32=self.model.config.crop_geometry == 'official')
         frame = 'camera' if np.allclose(camera.extrinsic, np.eye(4)) else 'world'
         usable = undistortable_boxes(camera, boxes[:, :4])
         if not usable.all():
@@ -135,7 +137,7 @@ class PoseEstimator:
 
         with self.timer('cropping'):
             geometry = crop_geometry(camera, boxes[:, :4], self.model.config.crop_side,
-                                     augmentations)
+                                     augmentations, mode=self.model.config.crop_geometry)
         poses_crop = self._predict_crops(image, camera, geometry, internal_batch_size,
                                          antialias_factor, gamma_correct)
         with self.timer('post-processing'):
@@ -189,9 +191,10 @@ class PoseEstimator:
                 index = np.flatnonzero((geometry.box_index >= first_box) &
                                        (geometry.box_index < first_box + boxes_per_call))
                 part = geometry.subset(index)
-                maps = sampling_map(camera, part, antialias, device=self.device)
+                maps = sampling_map(camera, part, antialias, device=self.device, levels=levels[index])
                 if self.use_cv2:
-                    crops = torch.from_numpy(warp_cv2(pyramid, maps, antialias, levels[index]))
+                    crops = torch.from_numpy(warp_cv2(pyramid, maps, antialias, levels[index],
+                                                      exact_weights=geometry.mode == 'official'))
                     crops = crops.permute(0, 3, 1, 2).to(self.device)
                 else:
                     crops = warp_torch(pyramid, maps, antialias=antialias, levels=levels[index])

@@ -6,9 +6,11 @@ import torch
 
 from oracle import example_pose
 from metrabs_ros.camera import Camera
-from metrabs_ros.crops import (Augmentations, crop_geometry, crop_to_image_pixels, image_pyramid,
-                               pyramid_levels, sampling_map, to_level_pixels, uncrop_poses,
-                               undistortable_boxes, warp_cv2, warp_torch)
+from metrabs_ros import distortion
+from metrabs_ros.crops import (OFFICIAL_UNDISTORT_STEPS, Augmentations, _official_distort,
+                               _official_undistort, crop_geometry, crop_to_image_pixels, image_pyramid,
+                               pyramid_levels, sample_bilinear, sampling_map, to_level_pixels,
+                               uncrop_poses, undistortable_boxes, warp_cv2, warp_torch)
 from metrabs_ros.skeletons import get_skeleton
 
 SKELETON = get_skeleton('smpl_24')
@@ -175,7 +177,7 @@ def test_large_boxes_sample_the_pyramid_and_do_not_alias(antialias):
     geometry = crop_geometry(CAMERA, np.array([[200.0, 0, 1000, 960]]), 256)
     levels = pyramid_levels(geometry, antialias)
     assert levels.tolist() == [3 - antialias]
-    maps = sampling_map(CAMERA, geometry, antialias)
+    maps = sampling_map(CAMERA, geometry, antialias, levels=levels)
     pyramid = image_pyramid(stripes, 3)
     crops = {'cv2': warp_cv2(pyramid, maps, antialias, levels)[0],
              'torch': warp_torch(image_pyramid(torch.from_numpy(stripes).permute(2, 0, 1)[None], 3),
@@ -183,7 +185,7 @@ def test_large_boxes_sample_the_pyramid_and_do_not_alias(antialias):
     centre = slice(64, 192)
     for name, crop in crops.items():
         assert np.abs(crop[centre, centre] - 0.5).max() < 0.02, name
-    aliased = warp_cv2(stripes, maps, antialias)[0]
+    aliased = warp_cv2(stripes, sampling_map(CAMERA, geometry, antialias), antialias)[0]
     assert np.abs(aliased[centre, centre] - 0.5).max() > 0.2
     np.testing.assert_allclose(crops['cv2'], crops['torch'], atol=2e-3)
 
@@ -194,7 +196,11 @@ def test_warps_with_mixed_pyramid_levels_agree():
     image = rng.uniform(0, 1, (960, 1280, 3)).astype(np.float32)
     geometry = crop_geometry(CAMERA, boxes, 256, Augmentations.official(3))
     levels = np.arange(len(geometry)) % 3
-    maps = sampling_map(CAMERA, geometry)
+    maps = sampling_map(CAMERA, geometry, levels=levels)
+    level0 = sampling_map(CAMERA, geometry)
+    for level in (1, 2):  # each crop's map is in its level's pixels
+        np.testing.assert_allclose(maps[levels == level], to_level_pixels(level0[levels == level], level),
+                                   atol=1e-4)
     cpu = warp_cv2(image_pyramid(image, 3), maps, levels=levels)
     batched = warp_torch(image_pyramid(torch.from_numpy(image).permute(2, 0, 1)[None], 3), maps,
                          levels=levels).permute(0, 2, 3, 1).numpy()
@@ -208,5 +214,83 @@ def test_undistortable_boxes():
     camera = Camera(K=CAMERA.K, distortion_coeffs=[-0.25, 0, 0, 0, 0], image_size=(1280, 960))
     boxes = np.array([[500, 300, 200, 400], [1250, 380, 220, 420]])
     np.testing.assert_array_equal(undistortable_boxes(camera, boxes), [True, False])
-    with pytest.raises(ValueError, match='distortion cannot be inverted'):
-        crop_geometry(camera, boxes, 256)
+    for mode in ('exact', 'official'):
+        with pytest.raises(ValueError, match='distortion cannot be inverted'):
+            crop_geometry(camera, boxes, 256, mode=mode)
+
+
+def test_official_geometry_is_within_1e3_px_of_exact_for_ordinary_boxes():
+    # The official float32 arithmetic and 5-step box-point undistortion move the sampling
+    # positions by float32 rounding only (the random-weight official model magnifies that).
+    _, boxes = scene(3)
+    for camera in (CAMERA, Camera(K=CAMERA.K, world_up=CAMERA.world_up)):
+        exact = crop_geometry(camera, boxes, 256, Augmentations.official(5))
+        official = crop_geometry(camera, boxes, 256, Augmentations.official(5, float32=True),
+                                 mode='official')
+        assert official.mode == 'official' and official.subset(slice(2)).mode == 'official'
+        for values in (official.R, official.K, official.scales):
+            np.testing.assert_array_equal(values, values.astype(np.float32))
+        np.testing.assert_allclose(official.R, exact.R, atol=1e-6)
+        np.testing.assert_allclose(official.K, exact.K, rtol=1e-6)
+        for antialias in (1, 2):
+            levels = pyramid_levels(exact, antialias)
+            np.testing.assert_array_equal(pyramid_levels(official, antialias), levels)
+            difference = (sampling_map(camera, official, antialias, levels=levels) -
+                          sampling_map(camera, exact, antialias, levels=levels)).abs().max()
+            assert difference < 1e-3, (camera.has_distortion, antialias)
+    with pytest.raises(ValueError, match='mode'):
+        crop_geometry(CAMERA, boxes, 256, mode='float32')
+
+
+def test_official_undistortion_is_5_fixed_point_steps():
+    rng = np.random.default_rng(3)
+    xy = rng.uniform(-0.4, 0.4, (200, 2))
+    xy32 = torch.tensor(xy, dtype=torch.float32)
+    # Zero distortion: both modes leave the points as they are.
+    zero = torch.zeros(distortion.N_COEFFS)
+    assert torch.equal(_official_undistort(xy32, zero), xy32)
+    np.testing.assert_array_equal(distortion.undistort(xy, np.zeros(distortion.N_COEFFS)), xy)
+    coeffs = torch.tensor(CAMERA.distortion_coeffs, dtype=torch.float32)
+    distorted = distortion.distort(xy, CAMERA.distortion_coeffs)
+    np.testing.assert_allclose(_official_distort(xy32, coeffs).double().numpy(), distorted, atol=1e-6)
+    # Five steps on this strong lens (k1 = -0.28) leave ~1e-6 (~1e-3 px); they do not converge fully.
+    undistorted = _official_undistort(torch.tensor(distorted, dtype=torch.float32), coeffs).double().numpy()
+    assert OFFICIAL_UNDISTORT_STEPS == 5
+    assert 1e-7 < np.abs(undistorted - xy).max() < 1e-5
+
+
+def test_official_float32_augmentation_schedule():
+    for num_aug in (1, 2, 3, 5, 8):
+        exact, official = Augmentations.official(num_aug), Augmentations.official(num_aug, float32=True)
+        for name in ('angles_rad', 'scales', 'gammas'):
+            values = getattr(official, name)
+            np.testing.assert_array_equal(values, values.astype(np.float32))
+            np.testing.assert_allclose(values, getattr(exact, name), rtol=1e-6, atol=1e-7)
+        np.testing.assert_array_equal(official.flips, exact.flips)
+
+
+def test_exact_weight_sampler_matches_grid_sample():
+    # cv2.remap (OpenCV 4) quantizes its bilinear weights to 1/32 px; the exact-weight sampler
+    # computes them in float32 as grid_sample does, with zeros outside and for non-finite positions.
+    rng = np.random.default_rng(4)
+    image = rng.uniform(0, 1, (37, 53, 3)).astype(np.float32)
+    pixels = rng.uniform(-3, 56, (64, 64, 2)).astype(np.float32)
+    pixels[0, :4] = [[np.nan, 3], [np.inf, 3], [-1e6, 5], [-0.25, 36.5]]
+    grid = torch.from_numpy((pixels / np.array([52, 36], np.float32)) * 2 - 1)
+    expected = torch.nn.functional.grid_sample(
+        torch.from_numpy(image).permute(2, 0, 1)[None], torch.nan_to_num(grid, nan=-2, posinf=-2)[None],
+        mode='bilinear', padding_mode='zeros', align_corners=True)[0].permute(1, 2, 0).numpy()
+    ours = sample_bilinear(image, pixels)
+    np.testing.assert_allclose(ours, expected, atol=1e-6)
+    np.testing.assert_array_equal(ours[0, :3], 0)
+    assert ours[0, 3].min() > 0  # a quarter pixel outside: still partly the edge pixels
+    _, boxes = scene(2)
+    image = rng.uniform(0, 1, (960, 1280, 3)).astype(np.float32)
+    geometry = crop_geometry(CAMERA, boxes, 256, Augmentations.official(3, float32=True), mode='official')
+    levels = np.arange(len(geometry)) % 3
+    for antialias in (1, 2):
+        maps = sampling_map(CAMERA, geometry, antialias, levels=levels)
+        exact = warp_cv2(image_pyramid(image, 3), maps, antialias, levels, exact_weights=True)
+        batched = warp_torch(image_pyramid(torch.from_numpy(image).permute(2, 0, 1)[None], 3), maps,
+                             antialias=antialias, levels=levels).permute(0, 2, 3, 1).numpy()
+        assert np.abs(exact - batched).max() < 1e-6

@@ -1,3 +1,4 @@
+import dataclasses
 import logging
 
 import numpy as np
@@ -87,6 +88,26 @@ def test_cv2_and_batched_torch_crop_paths_agree_end_to_end(antialias):
     difference = np.abs(results[0].poses3d - results[1].poses3d).max()
     print(f'antialias {antialias}: max |cv2 - torch| pose difference {difference * 1000:.3f} mm')
     assert difference < 0.01
+
+
+def test_official_crop_geometry_end_to_end():
+    # Official releases (crop_geometry 'official'): float32 crop cameras within float32 rounding of
+    # the exact ones, and the cv2 back-end samples as grid_sample does, so the back-ends agree to it.
+    poses, boxes = people()
+    oracle = OracleCropModel(CAMERA, boxes, poses, 5, SKELETON)
+    oracle.config = dataclasses.replace(oracle.config, crop_geometry='official')
+    result = PoseEstimator(oracle, device='cpu').estimate_poses(IMAGE, boxes[:, :4], CAMERA, num_aug=5)
+    assert np.linalg.norm(result.poses3d - poses, axis=-1).max() < 1e-4
+    torch.manual_seed(0)
+    cfg = ModelConfig(backbone='resnet18', joint_names=SKELETON.joint_names, crop_side=128,
+                      crop_geometry='official')
+    model = Metrabs(cfg)
+    for antialias in (1, 2):
+        results = [PoseEstimator(model, device='cpu', crop_backend=backend).estimate_poses(
+            IMAGE, boxes, CAMERA, num_aug=3, antialias_factor=antialias) for backend in ('cv2', 'torch')]
+        difference = np.abs(results[0].poses3d - results[1].poses3d).max()
+        print(f'antialias {antialias}: max |cv2 - torch| pose difference {difference * 1000:.5f} mm')
+        assert difference < 1e-5
 
 
 def test_world_frame_with_extrinsics():

@@ -79,6 +79,7 @@ def test_official_release_loads_strictly_with_its_skeletons(tmp_path):
     assert model.config.crop_side == 256 and model.config.box_size_m == pytest.approx(2.2)
     assert model.config.ridge_lambda == pytest.approx(1e-2)
     assert model.config.solve_normalization == 'batch'  # as the official ptu3d solve
+    assert model.config.crop_geometry == 'official'  # the official float32 crop arithmetic
     assert set(model.output_skeletons.names) == {'smpl+head_30', 'h36m_17'}
     assert model.output_skeletons.skeletons['h36m_17'].joint_names == H36M.joint_names
 
@@ -218,20 +219,28 @@ def test_official_model_resaved_in_own_format_keeps_skeletons(tmp_path):
     save_checkpoint(official, tmp_path / 'own')
     loaded = load_model(tmp_path / 'own')
     assert loaded.config.solve_normalization == 'batch'
+    assert loaded.config.crop_geometry == 'official'
     crops, K = crops_and_K()
     for skeleton in ('smpl+head_30', 'h36m_17'):
         torch.testing.assert_close(loaded.predict(crops, K, skeleton)[0],
                                    official.predict(crops, K, skeleton)[0])
 
 
-def test_config_saved_without_solve_normalization_loads_per_crop(tmp_path):
-    # Checkpoints written before the field existed (e.g. the bundled model) keep their solve.
+def test_config_saved_without_solve_normalization_or_crop_geometry_loads_the_defaults(tmp_path):
+    # Checkpoints written before the fields existed (e.g. the bundled model) keep their solve
+    # and exact crop geometry.
+    assert own_model().config.crop_geometry == 'exact'
     save_checkpoint(own_model(), tmp_path / 'm')
     config_path = tmp_path / 'm' / 'config.json'
     config = json.loads(config_path.read_text())
-    del config['model']['solve_normalization']
+    del config['model']['solve_normalization'], config['model']['crop_geometry']
     config_path.write_text(json.dumps(config))
-    assert load_model(tmp_path / 'm').config.solve_normalization == 'per_crop'
+    loaded = load_model(tmp_path / 'm').config
+    assert loaded.solve_normalization == 'per_crop' and loaded.crop_geometry == 'exact'
+    config['model']['crop_geometry'] = 'float32'
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match='crop_geometry'):
+        load_model(tmp_path / 'm')
 
 
 @pytest.mark.parametrize('damage', ['missing_weights', 'corrupt_weights', 'bad_json', 'bad_config'])

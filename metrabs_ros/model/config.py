@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from metrabs_ros.crops import CROP_GEOMETRIES
 from metrabs_ros.model.backbones import BACKBONES
 from metrabs_ros.model.reconstruct import SOLVE_NORMALIZATIONS
 
@@ -25,6 +26,12 @@ class ModelConfig:
     solve_normalization: RMS normalization of that solve, 'per_crop' (each crop's result is
     independent of the batch) or 'batch' (one scale over all crops of a call, as the official code
     does; set by the official loader). See metrabs_ros.model.reconstruct.
+    crop_geometry: how the estimator computes crop cameras and sampling positions, 'exact'
+    (float64, box points undistorted to convergence) or 'official' (the official code's float32
+    arithmetic and 5-step box-point undistortion, and grid_sample's sampling on the cv2 back-end;
+    set by the official loader). They differ by < 1e-3 px for ordinary boxes (by pixels near the
+    corners of strongly distorted images, where 5 steps do not converge), which a model can still
+    turn into millimetres (the random-weight parity release does). See metrabs_ros.crops.
     training_domain: '' for general models; otherwise what the model was trained on (e.g. the
     bundled model's synthetic humanoids): the estimator then warns once when it sees other images.
     implausible_pose_rules: whether the official plausibility rules (bone lengths, augmentation
@@ -48,6 +55,7 @@ class ModelConfig:
     weak_perspective: bool = False
     ridge_lambda: float = 1e-6
     solve_normalization: str = 'per_crop'
+    crop_geometry: str = 'exact'
     input_normalization: str = 'plus_minus_one'
     implausible_pose_rules: bool = True
     training_domain: str = ''
@@ -72,6 +80,8 @@ class ModelConfig:
         if self.solve_normalization not in SOLVE_NORMALIZATIONS:
             raise ValueError(f'solve_normalization must be one of {SOLVE_NORMALIZATIONS}, '
                              f'got {self.solve_normalization!r}')
+        if self.crop_geometry not in CROP_GEOMETRIES:
+            raise ValueError(f'crop_geometry must be one of {CROP_GEOMETRIES}, got {self.crop_geometry!r}')
         if self.input_normalization not in INPUT_NORMALIZATIONS:
             raise ValueError(f'input_normalization must be one of {INPUT_NORMALIZATIONS}')
         n = len(self.joint_names)
