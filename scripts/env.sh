@@ -2,7 +2,7 @@
 #   . scripts/env.sh                            (kilted; METRABS_ROS_DISTRO=jazzy for the jazzy venv)
 _metrabs_root="$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")/.." && pwd)"
 case "${METRABS_ROS_DISTRO:-kilted}" in jazzy) _metrabs_suffix=-jazzy ;; *) _metrabs_suffix= ;; esac
-. "${METRABS_VENV:-$HOME/.cache/metrabs_ros/venv$_metrabs_suffix}/bin/activate"
+. "${METRABS_VENV:-$HOME/.cache/metrabs_ros/venv}$_metrabs_suffix/bin/activate"
 export AMENT_PREFIX_PATH="$VIRTUAL_ENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
 if [ -f "$_metrabs_root/install$_metrabs_suffix/setup.sh" ]; then
   case $- in *u*) _metrabs_nounset=1; set +u ;; esac  # colcon's setup.sh reads unset variables

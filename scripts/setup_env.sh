@@ -8,7 +8,7 @@
 # Afterwards: `. scripts/env.sh` gives a shell with all of it.
 # Usage: scripts/setup_env.sh
 # The venv lives outside the source tree (CMake refuses exported include paths inside it):
-# $METRABS_VENV, default ~/.cache/metrabs_ros/venv (…/venv-jazzy for jazzy). colcon builds into
+# $METRABS_VENV, default ~/.cache/metrabs_ros/venv (with -jazzy appended for jazzy). colcon builds into
 # build/ and install/ (build-jazzy/, install-jazzy/ for jazzy).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -18,7 +18,7 @@ case "$distro" in
   jazzy) ros=ros-jazzy suffix=-jazzy ;;
   *) echo "setup_env: METRABS_ROS_DISTRO must be kilted or jazzy, got '$distro'" >&2; exit 2 ;;
 esac
-venv="${METRABS_VENV:-$HOME/.cache/metrabs_ros/venv$suffix}"
+venv="${METRABS_VENV:-$HOME/.cache/metrabs_ros/venv}$suffix"
 wheelhouse="${METRABS_ROS_WHEELHOUSE:-$root/../shared/ros_wheelhouse}"
 mkdir -p "$(dirname "$venv")"
 python="${PYTHON:-python3}"
