@@ -7,11 +7,12 @@ pytest.importorskip('pybullet', reason='pybullet not installed: pip install .[da
 import torch  # noqa: E402
 
 from metrabs_ros.data.dataset import write_dataset  # noqa: E402
-from metrabs_ros.data.generator import TEST_CLIPS, GeneratorConfig, SyntheticGenerator  # noqa: E402
+from metrabs_ros.data.generator import (TEST_CLIPS, TRAIN_CLIPS, GeneratorConfig,  # noqa: E402
+                                        SyntheticGenerator)
 from metrabs_ros.model import Metrabs, ModelConfig  # noqa: E402
 from metrabs_ros.skeletons import get_skeleton  # noqa: E402
-from metrabs_ros.train.evaluate import (detector_average_precision, evaluate, main,  # noqa: E402
-                                        write_report)
+from metrabs_ros.train.evaluate import (MeanPoseBaseline, detector_average_precision,  # noqa: E402
+                                        evaluate, main, write_report)
 from metrabs_ros.weights import save_checkpoint  # noqa: E402
 
 SKELETON = get_skeleton('humanoid_15')
@@ -30,6 +31,7 @@ def test_perfect_and_known_errors(samples, tmp_path):
     perfect = evaluate(lambda s: s.joints3d, samples, SKELETON.joint_names)
     summary = perfect.summary()['all']
     assert summary['mpjpe_mm'] == 0 and summary['abs_mpjpe_mm'] == 0
+    assert summary['pa_mpjpe_mm'] == pytest.approx(0, abs=1e-6)
     assert summary['pck150'] == 100 and summary['auc'] == 100
     # Every pose shifted by 10 cm and one joint moved 20 cm: relative errors 20 cm on that joint.
     def estimate(sample):
@@ -40,22 +42,69 @@ def test_perfect_and_known_errors(samples, tmp_path):
     assert shifted['mpjpe_mm'] == pytest.approx(200 / 15)
     assert shifted['pck150'] == pytest.approx(100 * 14 / 15)
     assert shifted['abs_mpjpe_mm'] > 100
+    # Procrustes alignment (least squares) spreads the one joint's error over all joints.
+    assert 0 < shifted['pa_mpjpe_mm'] < 200
+    # Scaled, rotated and moved poses: only the Procrustes-aligned error is zero.
+    turn = np.array([[0.0, -1, 0], [1, 0, 0], [0, 0, 1]])
+    similar = evaluate(lambda s: 1.3 * s.joints3d @ turn.T + [0.2, 0, 1], samples,
+                       SKELETON.joint_names).summary()['all']
+    assert similar['mpjpe_mm'] > 100 and similar['pa_mpjpe_mm'] == pytest.approx(0, abs=1e-6)
     out = write_report(perfect, tmp_path / 'report', 'oracle')
     assert '| oracle | all |' in (out / 'table.md').read_text()
+    assert 'baseline' not in json.loads((out / 'summary.json').read_text())
     assert (out / 'plots.png').stat().st_size > 10_000
+
+
+def test_mean_pose_baseline(samples, tmp_path):
+    poses = np.concatenate([s.joints3d for s in samples])
+    baseline = MeanPoseBaseline.from_poses(poses, 'these samples')
+    np.testing.assert_allclose(baseline.pose, (poses - poses[:, :1]).mean(0))
+    assert baseline.pose[0] == pytest.approx([0, 0, 0])
+    assert baseline.root_depth_m == pytest.approx(poses[:, 0, 2].mean())
+    assert baseline.source == f'these samples ({len(poses)} people)'
+    # Everyone gets the same root-relative pose, its root on the ray through the box centre.
+    estimated = baseline.estimate(samples[0])
+    assert estimated.shape == samples[0].joints3d.shape
+    np.testing.assert_allclose(estimated - estimated[:, :1], np.broadcast_to(
+        baseline.pose, estimated.shape), atol=1e-12)
+    np.testing.assert_allclose(estimated[:, 0, 2], baseline.root_depth_m)
+    centres = samples[0].boxes[:, :2] + samples[0].boxes[:, 2:] / 2
+    np.testing.assert_allclose(samples[0].camera.project(estimated[:, 0]), centres, atol=1e-3)
+    result = evaluate(baseline.estimate, samples, SKELETON.joint_names)
+    perfect = evaluate(lambda s: s.joints3d, samples, SKELETON.joint_names)
+    out = write_report(perfect, tmp_path / 'report', 'oracle', (result, baseline))
+    table = (out / 'table.md').read_text()
+    assert '| oracle | all |' in table and '| mean pose | all |' in table
+    assert '| mean pose | truncated |' in table and 'PA-MPJPE (mm)' in table
+    summary = json.loads((out / 'summary.json').read_text())
+    assert summary['baseline']['source'] == baseline.source
+    assert summary['baseline']['all']['mpjpe_mm'] == pytest.approx(
+        result.summary()['all']['mpjpe_mm'])
+    assert summary['baseline']['all']['mpjpe_mm'] > 100 and summary['all']['mpjpe_mm'] == 0
 
 
 def test_cli_on_a_written_test_set(tmp_path, capsys):
     write_dataset(tmp_path / 'test', 2, TEST_CLIPS, seed=6, config=SMALL)
+    write_dataset(tmp_path / 'train', 2, TRAIN_CLIPS, seed=7, config=SMALL)
     torch.manual_seed(0)
     cfg = ModelConfig(backbone='resnet18', joint_names=SKELETON.joint_names,
                       joint_edges=SKELETON.edges.tolist(), skeleton='humanoid_15', crop_side=64)
     save_checkpoint(Metrabs(cfg), tmp_path / 'untrained')
-    assert main(['--model', str(tmp_path / 'untrained'), '--data', str(tmp_path / 'test'),
-                 '--out', str(tmp_path / 'eval'), '--device', 'cpu']) == 0
+    common = ['--model', str(tmp_path / 'untrained'), '--data', str(tmp_path / 'test'),
+              '--device', 'cpu']
+    assert main(common + ['--out', str(tmp_path / 'eval'),
+                          '--baseline-from', str(tmp_path / 'train')]) == 0
     summary = json.loads((tmp_path / 'eval' / 'summary.json').read_text())
     assert summary['all']['people'] >= 2 and np.isfinite(summary['all']['mpjpe_mm'])
-    assert '| untrained | all |' in capsys.readouterr().out
+    assert np.isfinite(summary['all']['pa_mpjpe_mm'])
+    assert summary['baseline']['all']['people'] == summary['all']['people']
+    assert summary['baseline']['source'].startswith(str(tmp_path / 'train'))
+    output = capsys.readouterr().out
+    assert '| untrained | all |' in output and '| mean pose | all |' in output
+    # Without a training set, the baseline is the mean of the evaluated people, and says so.
+    assert main(common + ['--out', str(tmp_path / 'eval_oracle')]) == 0
+    summary = json.loads((tmp_path / 'eval_oracle' / 'summary.json').read_text())
+    assert summary['baseline']['source'].startswith('oracle: the evaluated people')
 
 
 def test_detector_average_precision_of_ground_truth_and_shifted_boxes(samples):

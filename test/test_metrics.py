@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from metrabs_ros.train.metrics import (absolute_mpjpe, auc, average_precision, box_iou,
-                                       joint_errors, mpjpe, pck, pck_curve)
+                                       joint_errors, mpjpe, pa_mpjpe, pck, pck_curve,
+                                       procrustes_align, procrustes_errors)
 
 GT = np.array([[[0.0, 0, 3], [0.3, 0, 3], [0, 0.4, 3], [0, 0, 3.5]]])  # 1 pose, 4 joints
 
@@ -33,6 +34,37 @@ def test_mean_alignment_and_shape_check():
     assert mpjpe(pred, GT, root=None) == pytest.approx(0.0)
     with pytest.raises(ValueError, match='differs'):
         mpjpe(GT[:, :3], GT)
+
+
+def test_procrustes_removes_rotation_translation_and_scale():
+    rng = np.random.default_rng(0)
+    gt = rng.normal(size=(4, 15, 3))
+    angle = rng.uniform(-np.pi, np.pi, 4)
+    c, s = np.cos(angle), np.sin(angle)
+    rotations = np.zeros((4, 3, 3))
+    rotations[:, 0, 0], rotations[:, 0, 2], rotations[:, 1, 1] = c, s, 1
+    rotations[:, 2, 0], rotations[:, 2, 2] = -s, c
+    pred = np.array([0.5, 1.7, 2.0, 3.0])[:, None, None] * gt @ rotations.transpose(0, 2, 1)
+    pred = pred + rng.normal(size=(4, 1, 3))
+    assert mpjpe(pred, gt) > 0.5
+    assert pa_mpjpe(pred, gt) == pytest.approx(0.0, abs=1e-9)
+    np.testing.assert_allclose(procrustes_align(pred, gt), gt, atol=1e-9)
+    # No reflections: a mirrored pose stays wrong.
+    assert pa_mpjpe(gt * [-1, 1, 1], gt) > 0.1
+
+
+def test_procrustes_on_a_hand_computed_collapsed_pose():
+    gt = np.array([[1.0, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0]])
+    # Arms twice too long, legs collapsed onto the centre: the best scale is 1/2 (sum of p.g over
+    # sum of |p|^2 = 4 / 8), which puts the arms right and leaves the legs 1 m off.
+    collapsed = np.array([[2.0, 0, 0], [-2, 0, 0], [0, 0, 0], [0, 0, 0]]) + [5, 5, 5]
+    np.testing.assert_allclose(procrustes_errors(collapsed, gt), [0, 0, 1, 1], atol=1e-12)
+    assert pa_mpjpe(collapsed, gt) == pytest.approx(0.5)
+    assert mpjpe(collapsed, gt, root=None) == pytest.approx(1.0)
+    # A pose collapsed to one point is aligned to the truth's centre.
+    np.testing.assert_allclose(procrustes_errors(np.zeros((4, 3)), gt), [1, 1, 1, 1])
+    with pytest.raises(ValueError, match='differs'):
+        procrustes_align(gt[:3], gt)
 
 
 def test_box_average_precision_on_hand_made_detections():

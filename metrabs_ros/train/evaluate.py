@@ -1,8 +1,10 @@
 """Evaluation on a synthetic test set (metrabs-eval): metrics table (Markdown) and plots (PNG).
 
 Each person is estimated from its ground-truth box, so the numbers measure the pose model.
-Rows: all people, and the truncated subset (people with at least one joint outside the image).
-Units: millimetres in the table, metres in the arrays.
+Rows: all people, and the truncated subset (people with at least one joint outside the image);
+for the model and for the mean-pose baseline (MeanPoseBaseline), against which every number is to
+be read. Columns: MPJPE (root-aligned), absolute MPJPE, PA-MPJPE (Procrustes-aligned), PCK@150 mm
+and AUC. Units: millimetres in the table, metres in the arrays.
 """
 from __future__ import annotations
 
@@ -16,15 +18,20 @@ import numpy as np
 
 from metrabs_ros.data.generator import Sample
 from metrabs_ros.train.metrics import (AUC_THRESHOLDS_M, PCK_THRESHOLD_M, average_precision,
-                                       joint_errors)
+                                       joint_errors, procrustes_errors)
+
+
+BASELINE_NAME = 'mean pose'
 
 
 @dataclass(frozen=True)
 class EvaluationResult:
-    """Per person (N) and joint (J): relative and absolute errors (metres), truncation flags."""
+    """Per person (N) and joint (J): relative, absolute and Procrustes-aligned errors (metres),
+    truncation flags."""
 
     relative: np.ndarray
     absolute: np.ndarray
+    procrustes: np.ndarray
     truncated: np.ndarray
     joint_names: tuple[str, ...]
 
@@ -32,25 +39,67 @@ class EvaluationResult:
         """{'all': metrics, 'truncated': metrics}; metrics in mm and % (NaN when empty)."""
         subsets = dict(all=np.ones(len(self.relative), bool),
                        truncated=self.truncated.any(axis=1))
-        return {name: _metrics(self.relative[mask], self.absolute[mask])
+        return {name: _metrics(self.relative[mask], self.absolute[mask], self.procrustes[mask])
                 for name, mask in subsets.items()}
+
+
+@dataclass(frozen=True)
+class MeanPoseBaseline:
+    """The same constant pose for everyone: the mean root-relative pose (camera frame) of a set of
+    people. For absolute errors it is placed with its root on the viewing ray through the centre
+    of each person's box, at the mean root depth of that set (knowing only where the box is)."""
+
+    pose: np.ndarray  # (J, 3) root-relative, metres
+    root_depth_m: float
+    source: str  # what the mean was computed from
+
+    @classmethod
+    def from_poses(cls, poses: np.ndarray, source: str, root: int = 0) -> 'MeanPoseBaseline':
+        """From (N, J, 3) camera-frame poses; `source` names where they come from."""
+        if not len(poses):
+            raise ValueError(f'no people in {source}')
+        relative = poses - poses[:, root:root + 1]
+        return cls(relative.mean(axis=0), float(poses[:, root, 2].mean()),
+                   f'{source} ({len(poses)} people)')
+
+    @classmethod
+    def from_dataset(cls, directory: Path, count: int | None = None,
+                     source: str | None = None) -> 'MeanPoseBaseline':
+        """From the first `count` (default all) samples of a metrabs-synth dataset."""
+        count = count or json.loads((directory / 'index.json').read_text())['count']
+        poses = []
+        for index in range(count):
+            with np.load(directory / f'{index:06d}.npz') as data:
+                poses.append(data['joints3d'])
+        return cls.from_poses(np.concatenate(poses), source or str(directory))
+
+    def estimate(self, sample: Sample) -> np.ndarray:
+        """(P, J, 3) poses for the sample's boxes (estimate function for `evaluate`)."""
+        centres = sample.boxes[:, :2] + sample.boxes[:, 2:] / 2
+        rays = sample.camera.undistort_pixels(centres)
+        pinhole = np.linalg.solve(sample.camera.K[:2, :2], (centres - sample.camera.K[:2, 2]).T).T
+        rays = np.where(np.isfinite(rays), rays, pinhole)  # where distortion cannot be inverted
+        roots = self.root_depth_m * np.concatenate([rays, np.ones((len(rays), 1))], axis=1)
+        return roots[:, None] + self.pose
 
 
 def evaluate(estimate: Callable[[Sample], np.ndarray], samples: Iterable[Sample],
              joint_names, root: int = 0) -> EvaluationResult:
     """estimate(sample) -> (P, J, 3) camera-frame poses for the sample's people, in order."""
-    relative, absolute, truncated = [], [], []
+    relative, absolute, procrustes, truncated = [], [], [], []
     for sample in samples:
         if not len(sample.joints3d):
             continue
         predicted = estimate(sample)
         relative.append(joint_errors(predicted, sample.joints3d, root))
         absolute.append(joint_errors(predicted, sample.joints3d, absolute=True))
+        procrustes.append(procrustes_errors(predicted, sample.joints3d))
         truncated.append(sample.truncated)
     if not relative:
         raise ValueError('no people to evaluate')
     return EvaluationResult(np.concatenate(relative), np.concatenate(absolute),
-                            np.concatenate(truncated), tuple(joint_names))
+                            np.concatenate(procrustes), np.concatenate(truncated),
+                            tuple(joint_names))
 
 
 def detector_average_precision(detect: Callable[[np.ndarray], np.ndarray],
@@ -63,33 +112,46 @@ def detector_average_precision(detect: Callable[[np.ndarray], np.ndarray],
     return average_precision(detections, truths, iou_threshold)
 
 
-def _metrics(relative: np.ndarray, absolute: np.ndarray) -> dict[str, float]:
+def _metrics(relative: np.ndarray, absolute: np.ndarray,
+             procrustes: np.ndarray) -> dict[str, float]:
     if not len(relative):
-        return dict(people=0, mpjpe_mm=np.nan, abs_mpjpe_mm=np.nan, pck150=np.nan, auc=np.nan)
+        return dict(people=0, mpjpe_mm=np.nan, abs_mpjpe_mm=np.nan, pa_mpjpe_mm=np.nan,
+                    pck150=np.nan, auc=np.nan)
     return dict(people=len(relative), mpjpe_mm=1000 * relative.mean(),
-                abs_mpjpe_mm=1000 * absolute.mean(),
+                abs_mpjpe_mm=1000 * absolute.mean(), pa_mpjpe_mm=1000 * procrustes.mean(),
                 pck150=100 * (relative <= PCK_THRESHOLD_M).mean(),
                 auc=100 * np.mean([(relative <= t).mean() for t in AUC_THRESHOLDS_M]))
 
 
-def markdown_table(summary: dict[str, dict[str, float]], name: str = 'model') -> str:
-    lines = ['| model | subset | people | MPJPE (mm) | abs. MPJPE (mm) | PCK@150 (%) | AUC (%) |',
-             '| --- | --- | --- | --- | --- | --- | --- |']
-    for subset, m in summary.items():
-        lines.append(f'| {name} | {subset} | {m["people"]} | {m["mpjpe_mm"]:.1f} | '
-                     f'{m["abs_mpjpe_mm"]:.1f} | {m["pck150"]:.1f} | {m["auc"]:.1f} |')
+def markdown_table(rows: dict[str, dict[str, dict[str, float]]]) -> str:
+    """One row per (name, subset) of {name: summary}."""
+    header = ('| model | subset | people | MPJPE (mm) | abs. MPJPE (mm) | PA-MPJPE (mm) | PCK@150 (%) '
+              '| AUC (%) |')
+    lines = [header, '| --- | --- | --- | --- | --- | --- | --- | --- |']
+    for name, summary in rows.items():
+        for subset, m in summary.items():
+            lines.append(f'| {name} | {subset} | {m["people"]} | {m["mpjpe_mm"]:.1f} | '
+                         f'{m["abs_mpjpe_mm"]:.1f} | {m["pa_mpjpe_mm"]:.1f} | {m["pck150"]:.1f} | '
+                         f'{m["auc"]:.1f} |')
     return '\n'.join(lines) + '\n'
 
 
-def write_report(result: EvaluationResult, out_dir: str | Path, name: str = 'model') -> Path:
-    """table.md, summary.json and plots (per-joint error, PCK curve, error vs truncation)."""
+def write_report(result: EvaluationResult, out_dir: str | Path, name: str = 'model',
+                 baseline: tuple[EvaluationResult, MeanPoseBaseline] | None = None) -> Path:
+    """table.md, summary.json and plots (per-joint error, PCK curve, error vs truncation); with
+    `baseline` (its result on the same people, and the baseline), its rows follow the model's
+    and summary.json gets a 'baseline' entry {'source', 'all', 'truncated'}."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = result.summary()
-    (out / 'table.md').write_text(markdown_table(summary, name))
+    rows = {name: summary}
+    if baseline is not None:
+        rows[BASELINE_NAME] = baseline[0].summary()
+        summary = dict(summary, baseline=dict(source=baseline[1].source, **rows[BASELINE_NAME]))
+    (out / 'table.md').write_text(markdown_table(rows))
     (out / 'summary.json').write_text(json.dumps(summary, indent=2))
 
     figure, axes = plt.subplots(1, 3, figsize=(15, 4))
@@ -97,8 +159,11 @@ def write_report(result: EvaluationResult, out_dir: str | Path, name: str = 'mod
     axes[0].set_ylabel('MPJPE (mm)')
     axes[0].tick_params(axis='x', rotation=90)
     axes[0].set_title('error per joint')
-    curve = [(result.relative <= t).mean() * 100 for t in AUC_THRESHOLDS_M]
-    axes[1].plot(1000 * AUC_THRESHOLDS_M, curve)
+    for label, errors in ((name, result.relative),) + (
+            ((BASELINE_NAME, baseline[0].relative),) if baseline else ()):
+        axes[1].plot(1000 * AUC_THRESHOLDS_M, [(errors <= t).mean() * 100 for t in AUC_THRESHOLDS_M],
+                     label=label)
+    axes[1].legend()
     axes[1].set_xlabel('threshold (mm)')
     axes[1].set_ylabel('PCK (%)')
     axes[1].set_title('PCK curve')
@@ -126,6 +191,10 @@ def main(argv=None) -> int:
     parser.add_argument('--device', default='auto')
     parser.add_argument('--detector', type=Path, default=None,
                         help='also report this detector\'s box AP@0.5 (threshold 0.05)')
+    parser.add_argument('--baseline-from', type=Path, default=None, metavar='TRAIN_SET',
+                        help='metrabs-synth training set (--split train) whose mean pose is the '
+                             'mean-pose baseline; without it, the mean pose of the evaluated '
+                             'people themselves (a constant fitted to the test set)')
     args = parser.parse_args(argv)
     model = load_model(args.model)
     estimator = PoseEstimator(model, device=args.device)
@@ -139,8 +208,16 @@ def main(argv=None) -> int:
 
     result = evaluate(estimate, (load_sample(args.data, i) for i in range(count)),
                       skeleton.joint_names)
-    write_report(result, args.out, args.model.name)
+    if args.baseline_from is None:
+        baseline = MeanPoseBaseline.from_dataset(args.data, count,
+                                                 f'oracle: the evaluated people of {args.data}')
+    else:
+        baseline = MeanPoseBaseline.from_dataset(args.baseline_from)
+    baseline_result = evaluate(baseline.estimate, (load_sample(args.data, i) for i in range(count)),
+                               skeleton.joint_names)
+    write_report(result, args.out, args.model.name, (baseline_result, baseline))
     print((args.out / 'table.md').read_text())
+    print(f'mean pose: {baseline.source}')
     if args.detector is not None:
         from metrabs_ros.detection import load_detector
         detector = load_detector(args.detector)

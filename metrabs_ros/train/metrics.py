@@ -3,6 +3,8 @@ box average precision for detectors.
 
 - MPJPE: mean per-joint position error after aligning the poses' roots (or means);
 - absolute MPJPE: without alignment (camera frame);
+- PA-MPJPE: after Procrustes alignment of each predicted pose to its truth (rotation, translation
+  and scale), i.e. the error of the pose's shape alone;
 - PCK: fraction of joints within a threshold (root-aligned), 0.15 m by default;
 - AUC: mean PCK over thresholds 0 to 0.15 m in 31 steps.
 """
@@ -29,6 +31,32 @@ def joint_errors(pred: np.ndarray, gt: np.ndarray, root: int | None = 0,
     if not absolute:
         pred, gt = align_roots(pred, root), align_roots(gt, root)
     return np.linalg.norm(pred - gt, axis=-1)
+
+
+def procrustes_align(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """(..., J, 3) `pred` moved by the similarity transform (rotation, translation, scale) that
+    brings each pose closest to `gt` in the least-squares sense (Umeyama, no reflections)."""
+    pred, gt = np.asarray(pred, np.float64), np.asarray(gt, np.float64)
+    if pred.shape != gt.shape:
+        raise ValueError(f'prediction shape {pred.shape} differs from ground truth {gt.shape}')
+    pred_mean, gt_mean = pred.mean(axis=-2, keepdims=True), gt.mean(axis=-2, keepdims=True)
+    p, g = pred - pred_mean, gt - gt_mean
+    u, s, vt = np.linalg.svd(np.swapaxes(p, -1, -2) @ g)  # sum_j p_j g_j^T = U S V^T
+    sign = np.sign(np.linalg.det(u @ vt))
+    s[..., -1] *= sign
+    vt[..., -1, :] *= sign[..., None]
+    rotation_t = u @ vt  # p @ R^T with R = V U^T
+    scale = s.sum(-1) / np.maximum((p ** 2).sum((-2, -1)), 1e-12)
+    return scale[..., None, None] * p @ rotation_t + gt_mean
+
+
+def procrustes_errors(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """(..., J) Euclidean joint errors in metres after Procrustes alignment."""
+    return np.linalg.norm(procrustes_align(pred, gt) - np.asarray(gt, np.float64), axis=-1)
+
+
+def pa_mpjpe(pred, gt) -> float:
+    return float(procrustes_errors(pred, gt).mean())
 
 
 def mpjpe(pred, gt, root: int | None = 0) -> float:
