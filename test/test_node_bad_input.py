@@ -848,10 +848,13 @@ def test_configure_failure_at_start_up(failing_nodes, case_id):
     # The node stays up, unconfigured, and autostart does not try to activate it.
     get = peer.create_client(GetState, f'{namespace}/metrabs_pose/get_state')
     assert get.wait_for_service(timeout_sec=30), log.read_text()[-3000:]
-    future = get.call_async(GetState.Request())
-    deadline = time.monotonic() + 10
-    while not future.done() and time.monotonic() < deadline:
-        rclpy.spin_once(peer, timeout_sec=0.1)
+    for _ in range(3):  # a response can be lost while nine nodes start on two cores: ask again
+        future = get.call_async(GetState.Request())
+        deadline = time.monotonic() + 10
+        while not future.done() and time.monotonic() < deadline:
+            rclpy.spin_once(peer, timeout_sec=0.1)
+        if future.done():
+            break
     text = log.read_text(errors='replace')
     assert process.poll() is None, text[-3000:]
     assert future.done() and future.result().current_state.id == \
