@@ -38,7 +38,7 @@ def diagnose(model_dir: Path, data: Path, baseline: MeanPoseBaseline) -> dict:
     estimator = PoseEstimator(load_model(model_dir), device='cpu')
     names = get_skeleton('humanoid_15').joint_names
     count = json.loads((data / 'index.json').read_text())['count']
-    predictions, truths = [], []
+    predictions, truths, baseline_poses = [], [], []
 
     def estimate(sample) -> np.ndarray:
         poses = estimator.estimate_poses(sample.image, sample.boxes, sample.camera,
@@ -47,10 +47,14 @@ def diagnose(model_dir: Path, data: Path, baseline: MeanPoseBaseline) -> dict:
         truths.append(sample.joints3d)
         return poses
 
+    def estimate_baseline(sample) -> np.ndarray:
+        baseline_poses.append(baseline.estimate(sample))
+        return baseline_poses[-1]
+
     samples = [load_sample(data, i) for i in range(count)]
     model_rows = evaluate(estimate, samples, names).summary()
-    baseline_rows = evaluate(baseline.estimate, samples, names).summary()
-    baseline_poses = np.concatenate([baseline.estimate(s) for s in samples if len(s.boxes)])
+    baseline_rows = evaluate(estimate_baseline, samples, names).summary()
+    baseline_poses = np.concatenate(baseline_poses)
     return dict(
         data=str(data), baseline_source=baseline.source,
         metrics=dict(model=model_rows, mean_pose=baseline_rows),

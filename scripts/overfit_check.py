@@ -30,7 +30,7 @@ from metrabs_ros.model import Metrabs, ModelConfig
 from metrabs_ros.model.reconstruct import reconstruct_absolute
 from metrabs_ros.skeletons import get_skeleton
 from metrabs_ros.train.examples import Batch, training_crops
-from metrabs_ros.train.loop import warmup_cosine
+from metrabs_ros.train.loop import optimizer_step, warmup_cosine
 from metrabs_ros.train.losses import metrabs_losses
 from metrabs_ros.train.metrics import joint_errors, procrustes_errors
 
@@ -98,19 +98,6 @@ def mean_pose_mpjpe_mm(data: Batch) -> float:
                                      relative).mean())
 
 
-def gradient_step(total_loss: torch.Tensor, model: Metrabs, optimizer, scheduler,
-                  max_gradient_norm: float = 10.0) -> float:
-    """metrabs_ros.train.loop.optimizer_step (same clipping and skipping), returning the gradient
-    norm before clipping: above max_gradient_norm, every gradient is scaled down."""
-    optimizer.zero_grad(set_to_none=True)
-    total_loss.backward()
-    norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_gradient_norm))
-    if np.isfinite(norm) and torch.isfinite(total_loss):
-        optimizer.step()
-    scheduler.step()
-    return norm
-
-
 def train(model: Metrabs, data: Batch, steps: int, batch_size: int, learning_rate: float,
           warmup_steps: int, eval_every: int, seed: int, absolute_loss: bool = True) -> dict:
     side = model.config.crop_side
@@ -141,9 +128,9 @@ def train(model: Metrabs, data: Batch, steps: int, batch_size: int, learning_rat
                 output.coords2d_px, output.coords3d_rel_m, intrinsics, output.in_fov,
                 weak_perspective=True))
         losses = metrabs_losses(output, targets3d, targets2d, side, absolute)
-        norm = gradient_step(losses['total'], model, optimizer, scheduler)
+        norm = optimizer_step(losses['total'], model.parameters(), optimizer, scheduler)
         cpu_seconds += time.process_time() - started
-        log.append(dict(step=step, gradient_norm=norm,
+        log.append(dict(step=step, gradient_norm=float('nan') if norm is None else norm,
                         **{k: float(v.detach()) for k, v in losses.items()}))
     return dict(losses=log, evaluations=evaluations, cpu_s_per_step=cpu_seconds / max(1, steps))
 

@@ -398,11 +398,12 @@ class PoseNode(LifecycleNode):
         record accepted values."""
         result = validate_choices(params)
         estimator = self.estimator
-        for param in params:
-            if result.successful and param.name == 'tf_root_joint' and estimator is not None:
-                reason = root_joint_problem(param.value, self._output_skeleton(estimator.model))
-                if reason:
-                    result = SetParametersResult(successful=False, reason=reason)
+        if result.successful and estimator is not None:
+            skeleton = self._output_skeleton(estimator.model)
+            for param in params:
+                if param.name == 'tf_root_joint' and \
+                        (reason := root_joint_problem(param.value, skeleton)):
+                    return SetParametersResult(successful=False, reason=reason)
         if result.successful:
             self._parameters_changed(params)
         return result
@@ -413,9 +414,7 @@ class PoseNode(LifecycleNode):
 
     def _check_model_parameters(self, model) -> None:
         """ValueError when skeleton or tf_root_joint do not fit the model."""
-        names = model.output_skeletons.names
-        if not names:
-            raise ValueError(f'the model at {self.model_path} has no output skeleton')
+        names = model.output_skeletons.names  # never empty (OutputSkeletons refuses that)
         if self.params['skeleton'] and self.params['skeleton'] not in names:
             raise ValueError(f'skeleton {self.params["skeleton"]!r} is not one of this model\'s: '
                              f'{", ".join(names)}')

@@ -149,8 +149,8 @@ class DetectorTrainer:
     def train_step(self, batch: DetectorBatch) -> dict[str, float]:
         images = normalize(torch.from_numpy(batch.images).to(self.device))
         losses = detector_losses(self.network(images), batch.boxes)
-        if not optimizer_step(losses['total'], self.network.parameters(), self.optimizer,
-                              self.scheduler):
+        if optimizer_step(losses['total'], self.network.parameters(), self.optimizer,
+                          self.scheduler) is None:
             self.skipped_steps += 1
         self.step_count += 1
         return {k: float(v.detach()) for k, v in losses.items()}

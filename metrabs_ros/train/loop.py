@@ -57,18 +57,19 @@ def _raise_keyboard_interrupt(signum, frame):
 
 
 def optimizer_step(total_loss: torch.Tensor, parameters, optimizer, scheduler,
-                   max_gradient_norm: float = 10.0) -> bool:
-    """Backpropagate, clip gradients and step; the update is skipped (returns False) when the
-    loss or the gradient is not finite, so one bad batch cannot poison the run. The learning-rate
-    schedule advances either way."""
+                   max_gradient_norm: float = 10.0) -> float | None:
+    """Backpropagate, clip gradients and step; returns the gradient norm before clipping, or None
+    when the update was skipped because the loss or the gradient is not finite (one bad batch
+    cannot poison the run). The learning-rate schedule advances either way."""
     optimizer.zero_grad(set_to_none=True)
     total_loss.backward()
     gradient_norm = torch.nn.utils.clip_grad_norm_(parameters, max_gradient_norm)
-    applied = bool(torch.isfinite(total_loss) and torch.isfinite(gradient_norm))
-    if applied:
-        optimizer.step()
+    if not (torch.isfinite(total_loss) and torch.isfinite(gradient_norm)):
+        scheduler.step()
+        return None
+    optimizer.step()
     scheduler.step()
-    return applied
+    return float(gradient_norm)
 
 
 def single_thread_worker(worker_id: int) -> None:

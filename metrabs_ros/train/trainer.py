@@ -97,8 +97,8 @@ class Trainer:
                     weak_perspective=True))
             losses = metrabs_losses(output, targets3d, targets2d, self.config.crop_side,
                                     absolute)
-        if not optimizer_step(losses['total'], self.model.parameters(), self.optimizer,
-                              self.scheduler):
+        if optimizer_step(losses['total'], self.model.parameters(), self.optimizer,
+                          self.scheduler) is None:
             self.skipped_steps += 1
         self.step_count += 1
         return {k: float(v.detach()) for k, v in losses.items()}
