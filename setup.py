@@ -26,6 +26,7 @@ setup(
         'metrabs-pose = metrabs_ros.cli:main',
         'metrabs-synth = metrabs_ros.data.dataset:main',
         'metrabs-train = metrabs_ros.train.trainer:main',
+        'metrabs-render-crops = metrabs_ros.train.crop_cache:main',
         'metrabs-eval = metrabs_ros.train.evaluate:main',
         'metrabs-train-detector = metrabs_ros.train.detector_trainer:main',
         'metrabs-synth-sequence = metrabs_ros.data.sequence:main',
@@ -35,7 +36,8 @@ setup(
     ]},
     extras_require={
         'test': ['pytest>=7'],
-        'data': ['pybullet>=3.2'],
+        # pybullet: the humanoid's motion clips and kinematics; scikit-image: background photos
+        'data': ['pybullet>=3.2', 'scikit-image>=0.21'],
         # Optional YOLO person detector (metrabs_ros.yolo_detector); ultralytics is AGPL-3.0 and pulls
         # opencv-python next to opencv-python-headless (same cv2 directory) and polars (about 320 MB).
         'yolo': ['ultralytics>=8.1'],

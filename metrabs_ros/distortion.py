@@ -50,22 +50,27 @@ def undistort(xy_distorted: np.ndarray, coeffs: np.ndarray, max_iter: int = 50,
     coeffs = np.asarray(coeffs, dtype=np.float64)
     if not np.any(coeffs):
         return target.copy()
+    shape = target.shape
+    target = target.reshape(-1, 2)
     xy = target.copy()
+    active = np.arange(len(xy))  # points still iterating: each stops once it has converged
     h = 1e-7
     dx, dy = np.array([h, 0.0]), np.array([0.0, h])
     for _ in range(max_iter):
-        residual = distort(xy, coeffs) - target
-        if np.max(np.abs(residual), initial=0.0) < tol:
+        current = xy[active]
+        residual = distort(current, coeffs) - target[active]
+        moving = np.abs(residual).max(axis=-1) >= tol
+        active, current, residual = active[moving], current[moving], residual[moving]
+        if not len(active):
             break
-        jac_x = (distort(xy + dx, coeffs) - distort(xy - dx, coeffs)) / (2 * h)
-        jac_y = (distort(xy + dy, coeffs) - distort(xy - dy, coeffs)) / (2 * h)
-        jac = np.stack([jac_x, jac_y], axis=-1)  # (..., 2 [output], 2 [input])
-        det = jac[..., 0, 0] * jac[..., 1, 1] - jac[..., 0, 1] * jac[..., 1, 0]
-        step_x = (jac[..., 1, 1] * residual[..., 0] - jac[..., 0, 1] * residual[..., 1]) / det
-        step_y = (jac[..., 0, 0] * residual[..., 1] - jac[..., 1, 0] * residual[..., 0]) / det
-        xy = xy - np.stack([step_x, step_y], axis=-1)
+        jac_x = (distort(current + dx, coeffs) - distort(current - dx, coeffs)) / (2 * h)
+        jac_y = (distort(current + dy, coeffs) - distort(current - dy, coeffs)) / (2 * h)
+        det = jac_x[:, 0] * jac_y[:, 1] - jac_y[:, 0] * jac_x[:, 1]
+        step_x = (jac_y[:, 1] * residual[:, 0] - jac_y[:, 0] * residual[:, 1]) / det
+        step_y = (jac_x[:, 0] * residual[:, 1] - jac_x[:, 1] * residual[:, 0]) / det
+        xy[active] = current - np.stack([step_x, step_y], axis=-1)
     residual = np.abs(distort(xy, coeffs) - target).max(axis=-1)
-    return np.where((residual < 1e-9)[..., np.newaxis], xy, np.nan)
+    return np.where((residual < 1e-9)[..., np.newaxis], xy, np.nan).reshape(shape)
 
 
 def _stack_last(a, b, like):

@@ -31,7 +31,7 @@ from metrabs_ros.model.reconstruct import reconstruct_absolute
 from metrabs_ros.skeletons import get_skeleton
 from metrabs_ros.train.examples import Batch, training_crops
 from metrabs_ros.train.loop import optimizer_step, warmup_cosine
-from metrabs_ros.train.losses import metrabs_losses
+from metrabs_ros.train.losses import absolute_loss_weight, metrabs_losses
 from metrabs_ros.train.metrics import joint_errors, procrustes_errors
 
 SKELETON = get_skeleton('humanoid_15')
@@ -99,12 +99,18 @@ def mean_pose_mpjpe_mm(data: Batch) -> float:
 
 
 def train(model: Metrabs, data: Batch, steps: int, batch_size: int, learning_rate: float,
-          warmup_steps: int, eval_every: int, seed: int, absolute_loss: bool = True) -> dict:
+          warmup_steps: int, eval_every: int, seed: int, absolute_loss: bool = True,
+          absolute_ramp: float = 0.0, precision: str = 'fp32') -> dict:
     side = model.config.crop_side
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=3e-3)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: warmup_cosine(step, warmup_steps, steps))
     absolute_start, weak_until = round(steps * 1200 / 3500), round(steps * 2000 / 3500)
+    ramp_steps = round(steps * absolute_ramp)
+    if ramp_steps:  # the ramped schedule: no weak-perspective phase
+        weak_until = 0
+    if precision == 'bf16':
+        model.backbone_autocast = torch.bfloat16
     rng = np.random.default_rng(seed)
     order = np.zeros(0, int)
     log, evaluations, cpu_seconds = [], [], 0.0
@@ -122,12 +128,12 @@ def train(model: Metrabs, data: Batch, steps: int, batch_size: int, learning_rat
         crops, intrinsics, targets3d, targets2d = (torch.from_numpy(a[chosen]) for a in (
             data.crops, data.intrinsics, data.targets3d, data.targets2d))
         output = model(crops, intrinsics)
-        absolute = absolute_loss and step >= absolute_start
-        if absolute and step < weak_until:
+        weight = absolute_loss_weight(step, absolute_start, ramp_steps) if absolute_loss else 0.0
+        if weight > 0 and step < weak_until:
             output = output._replace(poses3d_m=reconstruct_absolute(
                 output.coords2d_px, output.coords3d_rel_m, intrinsics, output.in_fov,
                 weak_perspective=True))
-        losses = metrabs_losses(output, targets3d, targets2d, side, absolute)
+        losses = metrabs_losses(output, targets3d, targets2d, side, weight)
         norm = optimizer_step(losses['total'], model.parameters(), optimizer, scheduler)
         cpu_seconds += time.process_time() - started
         log.append(dict(step=step, gradient_norm=float('nan') if norm is None else norm,
@@ -151,6 +157,11 @@ def main() -> None:
     parser.add_argument('--data-seed', type=int, default=12345)
     parser.add_argument('--no-absolute-loss', action='store_true',
                         help='train the relative heads only (no absolute-pose loss)')
+    parser.add_argument('--absolute-ramp', type=float, default=0.0,
+                        help='ramp the absolute loss in over this fraction of the run, without a '
+                             'weak-perspective phase (0: switch it on at full weight)')
+    parser.add_argument('--precision', choices=('fp32', 'bf16'), default='fp32',
+                        help='bf16: backbone under bfloat16 autocast (fast on CPUs with AMX)')
     parser.add_argument('--out', type=Path, required=True)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -160,7 +171,8 @@ def main() -> None:
           f'{mean_pose_mpjpe_mm(data):.1f} mm', flush=True)
     model = build_model(args.variant, args.seed)
     result = train(model, data, args.steps, args.batch_size, args.learning_rate,
-                   args.warmup_steps, args.eval_every, args.seed, not args.no_absolute_loss)
+                   args.warmup_steps, args.eval_every, args.seed, not args.no_absolute_loss,
+                   args.absolute_ramp, args.precision)
     result.update(variant=args.variant, args=vars(args) | dict(out=str(args.out)),
                   mean_pose_mpjpe_mm=mean_pose_mpjpe_mm(data))
     if args.held_out:

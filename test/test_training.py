@@ -129,3 +129,27 @@ def test_a_non_finite_loss_skips_the_update(batch, tmp_path):
     for a, b in zip(before, trainer.model.parameters()):
         assert torch.equal(a, b.detach())
     assert np.isfinite(trainer.train_step(batch)['total'])
+
+
+def test_absolute_loss_is_ramped_in():
+    from metrabs_ros.train.losses import absolute_loss_weight
+    weights = [absolute_loss_weight(step, start=10, ramp_steps=4) for step in range(8, 16)]
+    assert weights == [0.0, 0.0, 0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert absolute_loss_weight(10, start=10, ramp_steps=0) == 1.0
+
+
+def test_bfloat16_backbone_stays_close_to_float32(batch, tmp_path):
+    trainer = Trainer(TrainConfig(str(tmp_path / 'run'), crop_side=64, device='cpu',
+                                  precision='fp32'))
+    model = trainer.model.eval()
+    crops, intrinsics = torch.from_numpy(batch.crops), torch.from_numpy(batch.intrinsics)
+    with torch.no_grad():
+        reference = model(crops, intrinsics)
+        model.backbone_autocast = torch.bfloat16
+        fast = model(crops, intrinsics)
+    assert fast.coords2d_px.dtype == torch.float32
+    assert (fast.coords2d_px - reference.coords2d_px).abs().max() < 1.0  # crop pixels
+    assert (fast.coords3d_rel_m - reference.coords3d_rel_m).abs().max() < 0.02  # metres
+    with pytest.raises(ValueError, match='precision'):
+        Trainer(TrainConfig(str(tmp_path / 'other'), crop_side=64, device='cpu',
+                            precision='half'))

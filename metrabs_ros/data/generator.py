@@ -1,5 +1,6 @@
-"""Synthetic samples with exact ground truth: posed humanoids, random cameras, lens distortion,
-backgrounds, lighting, clothing colours, occluders and truncation.
+"""Synthetic samples with exact ground truth: posed human-like bodies of varied heights, builds
+and clothing, random cameras, lens distortion, photo backgrounds, lighting, occluders, blur,
+noise and truncation.
 
 Every sample is a pure function of (seed, index), so a test set can be regenerated exactly.
 Frames: camera optical frame (x right, y down, z forward), metres; pixels with distortion.
@@ -13,6 +14,10 @@ import numpy as np
 
 from metrabs_ros.camera import Camera
 from metrabs_ros.crops import look_at
+from metrabs_ros.data.backgrounds import random_background
+from metrabs_ros.data.ellipsoid_renderer import cast_rays, shade
+from metrabs_ros.data.human_body import (BASE_HEIGHT_M, BodyStyle, body_ellipsoids, random_height,
+                                         random_style)
 from metrabs_ros.data.humanoid import CLIPS, Humanoid, load_clip
 
 TEST_CLIPS = ('dance_b', 'kick', 'getup_faceup')
@@ -60,6 +65,8 @@ class SyntheticGenerator:
         self.seed = seed
         self.config = config or GeneratorConfig()
         self.humanoid = Humanoid(n_bodies=self.config.people[1])
+        self.styles: dict[int, BodyStyle] = {}
+        self.heights: dict[int, float] = {}
 
     def close(self) -> None:
         self.humanoid.close()
@@ -83,25 +90,56 @@ class SyntheticGenerator:
         n_people = len(clips)
         if light_direction is None:
             light_direction = rng.normal(size=3) + [0, 2, 0]
-        rgb, body_ids = self.humanoid.render(camera, width, height,
-                                             light_direction=light_direction)
+        bodies = self.humanoid.bodies[:n_people]
+        joints3d = np.stack([camera.world_to_camera(self.joints_world(b)) for b in bodies])
+        rgb, body_ids = self.render_bodies(camera, bodies, joints3d, light_direction, rng)
         if background is None:
             background = random_background(rng, width, height)
         image = np.where((body_ids >= 0)[..., None], rgb, background)
         if camera.has_distortion:
             image, body_ids = apply_distortion(camera, image, body_ids)
-        joints3d = np.stack([camera.world_to_camera(self.humanoid.joints_world(b))
-                             for b in self.humanoid.bodies[:n_people]])
         joints2d = camera.project(joints3d)
         boxes, visible = visible_boxes(body_ids, self.humanoid.bodies[:n_people],
                                        cfg.min_visible_pixels)
         if rng.random() < cfg.occluder_probability:
             draw_occluders(rng, image)
+        image = degrade(rng, image)
         inside = ((joints2d >= 0) & (joints2d <= [width - 1, height - 1])).all(-1)
         keep = visible & (joints3d[..., 2] > 0.1).all(-1)
         return Sample(image, camera, joints3d[keep], joints2d[keep], boxes[keep], ~inside[keep],
                       tuple(c for c, k in zip(clips, keep) if k),
                       tuple(f for f, k in zip(frames, keep) if k))
+
+    def joints_world(self, body: int) -> np.ndarray:
+        """(15, 3) world joints of a posed body, scaled about its ground point to its height."""
+        joints = self.humanoid.joints_world(body)
+        ground = np.array([joints[0, 0], 0.0, joints[0, 2]])
+        return ground + (joints - ground) * (self.heights.get(body, BASE_HEIGHT_M) / BASE_HEIGHT_M)
+
+    def render_bodies(self, camera: Camera, bodies, joints3d: np.ndarray, light_direction,
+                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Pinhole render of the posed bodies: RGB uint8 (H, W, 3) and (H, W) body ids (-1:
+        none). light_direction: world frame, towards the light."""
+        width, height = self.config.image_size
+        rotation = camera.extrinsic[:3, :3]
+        ellipsoids, materials = [], []
+        for body, joints in zip(bodies, joints3d):
+            style = self.styles.setdefault(body, random_style(rng))
+            ellipsoids += body_ellipsoids(
+                joints, rotation @ self.humanoid.link_rotations(body),
+                self.heights.get(body, BASE_HEIGHT_M), style, body, len(materials))
+            materials += style.materials
+        hits = cast_rays(ellipsoids, camera.K, width, height)
+        tint = rng.uniform(-0.12, 0.12)
+        light_colour = rng.uniform(0.85, 1.2) * np.array([1 + tint, 1.0, 1 - tint])
+        linear = shade(hits, ellipsoids, materials, rotation @ np.asarray(light_direction),
+                       rng.uniform(0.25, 0.6), light_colour)
+        owners = np.array([e.owner for e in ellipsoids] + [-1])
+        body_ids = owners[hits.index]
+        rgb = np.zeros((height, width, 3), np.uint8)
+        person = body_ids >= 0
+        rgb[person] = (np.clip(linear[person], 0, 1) ** (1 / 2.2) * 255 + 0.5).astype(np.uint8)
+        return rgb, body_ids
 
     def _place_people(self, rng, n_people):
         roots, clips, frames = [], [], []
@@ -117,7 +155,7 @@ class SyntheticGenerator:
             frame = load_clip(clip)[frame_index]
             root = np.array([xz[0], frame[2], xz[1]])
             self.humanoid.set_pose(frame, root, yaw=rng.uniform(-np.pi, np.pi), body=body)
-            self.humanoid.colour(body, random_clothing(rng, self.humanoid.n_links + 1))
+            self.styles[body], self.heights[body] = random_style(rng), random_height(rng)
             roots.append(root)
             clips.append(clip)
             frames.append(frame_index)
@@ -203,26 +241,6 @@ def visible_boxes(body_ids: np.ndarray, bodies, min_pixels: int):
     return boxes, visible
 
 
-def random_background(rng, width: int, height: int) -> np.ndarray:
-    """A smooth colour gradient with blotches and noise (uint8 (H, W, 3))."""
-    corners = rng.integers(0, 256, (2, 2, 3)).astype(np.float32)
-    background = cv2.resize(corners, (width, height), interpolation=cv2.INTER_LINEAR)
-    blotches = cv2.resize(rng.uniform(-60, 60, (6, 8, 3)).astype(np.float32), (width, height),
-                          interpolation=cv2.INTER_CUBIC)
-    noise = rng.normal(0, 6, (height, width, 3))
-    return np.clip(background + blotches + noise, 0, 255).astype(np.uint8)
-
-
-def random_clothing(rng, n_links: int) -> np.ndarray:
-    """(n_links, 4) RGBA: a skin tone for head and hands, one top and one trouser colour."""
-    skin = np.array([rng.uniform(0.35, 0.95), rng.uniform(0.25, 0.75), rng.uniform(0.15, 0.6), 1])
-    top, trousers = (np.append(rng.uniform(0.05, 0.95, 3), 1.0) for _ in range(2))
-    # base, root, chest, neck(head), r hip, r knee, r ankle, r shoulder, r elbow, r wrist, l ...
-    parts = [trousers, trousers, top, skin, trousers, trousers, trousers, top, top, skin,
-             trousers, trousers, trousers, top, top, skin]
-    return np.array(parts[:n_links])
-
-
 def draw_occluders(rng, image: np.ndarray) -> None:
     """Draw 1-3 random filled rectangles or ellipses over the image, in place."""
     height, width = image.shape[:2]
@@ -235,3 +253,13 @@ def draw_occluders(rng, image: np.ndarray) -> None:
         else:
             cv2.rectangle(image, (centre[0] - size[0], centre[1] - size[1]),
                           (centre[0] + size[0], centre[1] + size[1]), colour, -1)
+
+
+def degrade(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+    """Camera imperfections: sometimes a slight blur, always a little sensor noise."""
+    if rng.random() < 0.4:
+        image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.4, 1.2))
+    noise = np.empty(image.shape, np.float32)
+    cv2.setRNGSeed(int(rng.integers(2**31)))
+    cv2.randn(noise, 0.0, float(rng.uniform(0.5, 4.0)))
+    return cv2.add(image, noise, dtype=cv2.CV_8U)

@@ -1,4 +1,5 @@
-"""pybullet's DeepMimic humanoid posed by its motion clips, and rendered by TinyRenderer.
+"""pybullet's DeepMimic humanoid posed by its motion clips (the skeleton and link frames of the
+synthetic people; their look is `human_body`).
 
 World frame: the clips' y-up frame (metres). Joints: the 15 URDF link origins of the humanoid,
 as the `humanoid_15` skeleton. Clip frames are DeepMimic rows: duration, root position (3), root
@@ -11,8 +12,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-
-from metrabs_ros.camera import Camera
 
 URDF = 'humanoid/humanoid.urdf'
 URDF_SCALE = 0.25  # the URDF is modelled at 4x metric size
@@ -63,12 +62,6 @@ class Humanoid:
         self.pb.resetBasePositionAndOrientation(body, self.PARKED, [0, 0, 0, 1],
                                                 physicsClientId=self.client)
 
-    def colour(self, body: int, rgba_per_link) -> None:
-        """Set each link's colour: rgba_per_link (n_links + 1, 4), base first."""
-        for link, rgba in zip(range(-1, self.n_links), rgba_per_link):
-            self.pb.changeVisualShape(body, link, rgbaColor=list(map(float, rgba)),
-                                      physicsClientId=self.client)
-
     def close(self) -> None:
         self.pb.disconnect(self.client)
 
@@ -99,41 +92,12 @@ class Humanoid:
                                        list(range(self.n_links)), physicsClientId=self.client)
         return np.array([s[4] for s in states])
 
-    def render(self, camera: Camera, width: int, height: int, light_direction=(0.5, 1.0, 0.3),
-               near: float = 0.05, far: float = 100.0) -> tuple[np.ndarray, np.ndarray]:
-        """Pinhole render (camera's K and extrinsic; its distortion is not applied here).
-
-        Returns RGB uint8 (H, W, 3) and (H, W) int body ids per pixel (-1: background).
-        """
-        view = opengl_view_matrix(camera.extrinsic)
-        projection = opengl_projection_matrix(camera.K, width, height, near, far)
-        _, _, rgba, _, segmentation = self.pb.getCameraImage(
-            width, height, viewMatrix=view.T.reshape(-1).tolist(),
-            projectionMatrix=projection.T.reshape(-1).tolist(),
-            lightDirection=list(light_direction), renderer=self.pb.ER_TINY_RENDERER,
-            physicsClientId=self.client)
-        rgba = np.asarray(rgba, dtype=np.uint8).reshape(height, width, 4)
-        segmentation = np.asarray(segmentation).reshape(height, width)
-        body_ids = np.where(segmentation >= 0, segmentation & ((1 << 24) - 1), -1)
-        return rgba[..., :3].copy(), body_ids
-
-
-def opengl_view_matrix(extrinsic: np.ndarray) -> np.ndarray:
-    """World -> OpenGL eye coordinates (x right, y up, z backward) from world -> optical frame."""
-    return np.diag([1.0, -1.0, -1.0, 1.0]) @ extrinsic
-
-
-def opengl_projection_matrix(K: np.ndarray, width: int, height: int, near: float,
-                             far: float) -> np.ndarray:
-    """OpenGL projection reproducing pinhole K in TinyRenderer's output (pixel centres at
-    integers). TinyRenderer flips rows as h - 1 - row, hence the one-pixel shift of cy
-    (measured: rendered marker centroids then match projections within 0.1 px)."""
-    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2] + 1.0
-    return np.array([
-        [2 * fx / width, -2 * K[0, 1] / width, 1 - 2 * cx / width, 0],
-        [0, 2 * fy / height, 2 * cy / height - 1, 0],
-        [0, 0, -(far + near) / (far - near), -2 * far * near / (far - near)],
-        [0, 0, -1, 0]])
+    def link_rotations(self, body: int | None = None) -> np.ndarray:
+        """(15, 3, 3) world rotations of the link frames (x forward, y up along the bone)."""
+        states = self.pb.getLinkStates(self.body if body is None else body,
+                                       list(range(self.n_links)), physicsClientId=self.client)
+        return np.array([np.reshape(self.pb.getMatrixFromQuaternion(s[5]), (3, 3))
+                         for s in states])
 
 
 def _quat_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from metrabs_ros.data.dataset import FORMAT, save_sample
-from metrabs_ros.data.generator import (TEST_CLIPS, GeneratorConfig, SyntheticGenerator,
-                                        random_background, random_clothing)
+from metrabs_ros.data.backgrounds import random_background
+from metrabs_ros.data.generator import TEST_CLIPS, GeneratorConfig, SyntheticGenerator
+from metrabs_ros.data.human_body import random_height, random_style
 from metrabs_ros.data.humanoid import load_clip
 
 
@@ -34,7 +35,7 @@ def write_sequence(directory: str | Path, n_frames: int = 20, fps: float = 10.0,
     placements = [dict(x=(i - (len(clips) - 1) / 2) * spacing, z=rng.uniform(-0.3, 0.3),
                        yaw=rng.uniform(-np.pi, np.pi)) for i in range(len(clips))]
     for body in humanoid.bodies:
-        humanoid.colour(body, random_clothing(rng, humanoid.n_links + 1))
+        generator.styles[body], generator.heights[body] = random_style(rng), random_height(rng)
     try:
         camera = light = background = None
         for index in range(n_frames):

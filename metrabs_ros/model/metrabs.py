@@ -43,10 +43,19 @@ class Metrabs(nn.Module):
         mean, std = _normalization(config.input_normalization)
         self.register_buffer('input_mean', torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer('input_std', torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        # Training speed option: run the backbone under autocast to this dtype (e.g. bfloat16 on
+        # CPUs with AMX); the head, decoding and the absolute solve stay float32.
+        self.backbone_autocast: torch.dtype | None = None
 
     def forward(self, crops: torch.Tensor, intrinsics: torch.Tensor) -> CropOutput:
         """crops: (N, 3, S, S) RGB in [0, 1]; intrinsics: (N, 3, 3) crop camera K in pixels."""
-        features = self.backbone((crops - self.input_mean) / self.input_std)
+        normalized = (crops - self.input_mean) / self.input_std
+        if self.backbone_autocast is None:
+            features = self.backbone(normalized)
+        else:
+            with torch.autocast(crops.device.type, dtype=self.backbone_autocast):
+                features = self.backbone(normalized)
+            features = features.float()
         coords2d_px, coords3d_rel_m = self.head(features)
         in_fov = is_within_fov(coords2d_px, self.config)
         poses3d_m = reconstruct_absolute(

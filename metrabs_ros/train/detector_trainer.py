@@ -4,7 +4,7 @@ Images from the synthetic generator (training clips only) are resized to the net
 area averaging, flipped and colour-jittered. Targets per stride-16 cell: a Gaussian centre
 heatmap (penalty-reduced focal loss), and at each person's centre cell the sub-cell offset and
 log box size (L1). Resumable like metrabs-train: out_dir/detector (project format) +
-out_dir/train_state.pt.
+out_dir/train_state.pt; --init-from starts from another detector's weights (e.g. 'bundled').
 """
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ class DetectorTrainConfig:
     seed: int = 0
     device: str = 'auto'
     data_workers: int = 1
+    init_from: str = ''  # a detector directory (or 'bundled') whose weights start a new run
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,8 @@ class DetectorTrainer:
         else:
             torch.manual_seed(config.seed)
             self.network = CentreNet(CentreNetConfig(input_side=config.input_side))
+            if config.init_from:
+                self._load_initial_weights(config.init_from)
         self.network.to(self.device).train()
         self.optimizer = torch.optim.AdamW(self.network.parameters(), lr=config.learning_rate,
                                            weight_decay=config.weight_decay)
@@ -145,6 +148,15 @@ class DetectorTrainer:
         self.skipped_steps = 0
         self.step_count = restore_training_state(self.out_dir / 'train_state.pt',
                                                  self.optimizer, self.scheduler)
+
+    def _load_initial_weights(self, source: str) -> None:
+        from metrabs_ros.bundled import DEFAULT_DETECTOR
+        initial = load_centre_net(DEFAULT_DETECTOR if source == 'bundled' else source)
+        if initial.config != self.network.config:
+            raise ValueError(f'--init-from {source}: detector config {initial.config} differs '
+                             f'from {self.network.config}')
+        self.network.load_state_dict({k: v.float() for k, v in initial.state_dict().items()})
+        print(f'metrabs-train-detector: weights initialized from {source}')
 
     def train_step(self, batch: DetectorBatch) -> dict[str, float]:
         images = normalize(torch.from_numpy(batch.images).to(self.device))

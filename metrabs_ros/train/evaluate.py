@@ -18,7 +18,7 @@ import numpy as np
 
 from metrabs_ros.data.generator import Sample
 from metrabs_ros.train.metrics import (AUC_THRESHOLDS_M, PCK_THRESHOLD_M, average_precision,
-                                       joint_errors, procrustes_errors)
+                                       joint_errors, matched_detections, procrustes_errors)
 
 
 BASELINE_NAME = 'mean pose'
@@ -27,20 +27,23 @@ BASELINE_NAME = 'mean pose'
 @dataclass(frozen=True)
 class EvaluationResult:
     """Per person (N) and joint (J): relative, absolute and Procrustes-aligned errors (metres),
-    truncation flags."""
+    truncation flags; skipped: people the estimator could not serve (not in the errors)."""
 
     relative: np.ndarray
     absolute: np.ndarray
     procrustes: np.ndarray
     truncated: np.ndarray
     joint_names: tuple[str, ...]
+    skipped: int = 0
 
     def summary(self) -> dict[str, dict[str, float]]:
         """{'all': metrics, 'truncated': metrics}; metrics in mm and % (NaN when empty)."""
         subsets = dict(all=np.ones(len(self.relative), bool),
                        truncated=self.truncated.any(axis=1))
-        return {name: _metrics(self.relative[mask], self.absolute[mask], self.procrustes[mask])
-                for name, mask in subsets.items()}
+        result = {name: _metrics(self.relative[mask], self.absolute[mask], self.procrustes[mask])
+                  for name, mask in subsets.items()}
+        result['all']['skipped'] = self.skipped
+        return result
 
 
 @dataclass(frozen=True)
@@ -85,31 +88,52 @@ class MeanPoseBaseline:
 
 def evaluate(estimate: Callable[[Sample], np.ndarray], samples: Iterable[Sample],
              joint_names, root: int = 0) -> EvaluationResult:
-    """estimate(sample) -> (P, J, 3) camera-frame poses for the sample's people, in order."""
-    relative, absolute, procrustes, truncated = [], [], [], []
+    """estimate(sample) -> (P, J, 3) camera-frame poses for the sample's people, in order; a
+    person's pose is NaN where the estimator could not serve it (counted as skipped)."""
+    relative, absolute, procrustes, truncated, skipped = [], [], [], [], 0
     for sample in samples:
         if not len(sample.joints3d):
             continue
-        predicted = estimate(sample)
-        relative.append(joint_errors(predicted, sample.joints3d, root))
-        absolute.append(joint_errors(predicted, sample.joints3d, absolute=True))
-        procrustes.append(procrustes_errors(predicted, sample.joints3d))
-        truncated.append(sample.truncated)
+        predicted = np.asarray(estimate(sample))
+        served = ~np.isnan(predicted).any(axis=(1, 2))
+        skipped += int((~served).sum())
+        predicted, truth = predicted[served], sample.joints3d[served]
+        relative.append(joint_errors(predicted, truth, root))
+        absolute.append(joint_errors(predicted, truth, absolute=True))
+        procrustes.append(procrustes_errors(predicted, truth))
+        truncated.append(sample.truncated[served])
     if not relative:
         raise ValueError('no people to evaluate')
     return EvaluationResult(np.concatenate(relative), np.concatenate(absolute),
                             np.concatenate(procrustes), np.concatenate(truncated),
-                            tuple(joint_names))
+                            tuple(joint_names), skipped)
 
 
-def detector_average_precision(detect: Callable[[np.ndarray], np.ndarray],
-                               samples: Iterable[Sample], iou_threshold: float = 0.5) -> float:
-    """Box AP of detect(image) -> (D, 5) [x, y, w, h, score] against the samples' boxes."""
+def poses_in_box_order(result_boxes: np.ndarray, poses: np.ndarray,
+                       boxes: np.ndarray) -> np.ndarray:
+    """(B, J, 3) poses in the order of the given boxes (B, 4), NaN for the boxes the estimator
+    skipped (result_boxes (P, 4+) are the boxes it kept, with their poses (P, J, 3))."""
+    ordered = np.full((len(boxes),) + poses.shape[1:], np.nan)
+    for box, pose in zip(result_boxes, poses):
+        ordered[np.argmin(np.abs(np.asarray(boxes) - box[:4]).sum(axis=1))] = pose
+    return ordered
+
+
+def detector_report(detect: Callable[[np.ndarray], np.ndarray], samples: Iterable[Sample],
+                    threshold: float, iou_threshold: float = 0.5) -> dict[str, float]:
+    """Box AP@iou_threshold of detect(image) -> (D, 5) [x, y, w, h, score] (run with a low
+    score threshold) against the samples' boxes, and at the operating `threshold`: recall and
+    false positives per image."""
     detections, truths = [], []
     for sample in samples:
         detections.append(detect(sample.image))
         truths.append(sample.boxes)
-    return average_precision(detections, truths, iou_threshold)
+    scores, hits, n_true = matched_detections(detections, truths, iou_threshold)
+    kept = scores >= threshold
+    return dict(ap50=average_precision(detections, truths, iou_threshold),
+                recall=float((hits & kept).sum() / n_true),
+                false_positives_per_image=float((~hits & kept).sum() / len(truths)),
+                threshold=threshold, images=len(truths), people=n_true)
 
 
 def _metrics(relative: np.ndarray, absolute: np.ndarray,
@@ -190,7 +214,11 @@ def main(argv=None) -> int:
     parser.add_argument('--max-samples', type=int, default=None)
     parser.add_argument('--device', default='auto')
     parser.add_argument('--detector', type=Path, default=None,
-                        help='also report this detector\'s box AP@0.5 (threshold 0.05)')
+                        help='also report this detector\'s box AP@0.5 (scores from 0.05), '
+                             'and its recall and false positives per image at '
+                             '--detector-threshold')
+    parser.add_argument('--detector-threshold', type=float, default=0.3,
+                        help='operating score threshold (the node\'s detector_threshold default)')
     parser.add_argument('--baseline-from', type=Path, default=None, metavar='TRAIN_SET',
                         help='metrabs-synth training set (--split train) whose mean pose is the '
                              'mean-pose baseline; without it, the mean pose of the evaluated '
@@ -202,9 +230,14 @@ def main(argv=None) -> int:
     count = min(count, args.max_samples or count)
     skeleton = model.output_skeletons.skeletons[model.output_skeletons.default]
 
+    served = []  # per sample: which people the model served; the baseline is measured on them
+
     def estimate(sample: Sample) -> np.ndarray:
-        return estimator.estimate_poses(sample.image, sample.boxes, sample.camera,
-                                        num_aug=args.num_aug).poses3d
+        result = estimator.estimate_poses(sample.image, sample.boxes, sample.camera,
+                                          num_aug=args.num_aug)
+        poses = poses_in_box_order(result.boxes, result.poses3d, sample.boxes)
+        served.append(~np.isnan(poses).any(axis=(1, 2)))
+        return poses
 
     result = evaluate(estimate, (load_sample(args.data, i) for i in range(count)),
                       skeleton.joint_names)
@@ -213,19 +246,32 @@ def main(argv=None) -> int:
                                                  f'oracle: the evaluated people of {args.data}')
     else:
         baseline = MeanPoseBaseline.from_dataset(args.baseline_from)
-    baseline_result = evaluate(baseline.estimate, (load_sample(args.data, i) for i in range(count)),
+    served_by_model = iter(served)
+
+    def estimate_baseline(sample: Sample) -> np.ndarray:
+        return np.where(next(served_by_model)[:, None, None], baseline.estimate(sample), np.nan)
+
+    baseline_result = evaluate(estimate_baseline,
+                               (load_sample(args.data, i) for i in range(count)),
                                skeleton.joint_names)
     write_report(result, args.out, args.model.name, (baseline_result, baseline))
     print((args.out / 'table.md').read_text())
     print(f'mean pose: {baseline.source}')
+    if result.skipped:
+        print(f'{result.skipped} people skipped: their boxes lie where the lens distortion '
+              'cannot be inverted (both rows leave them out)')
     if args.detector is not None:
         from metrabs_ros.detection import load_detector
         detector = load_detector(args.detector)
-        ap = detector_average_precision(lambda image: detector(image, threshold=0.05),
-                                        (load_sample(args.data, i) for i in range(count)))
+        report = detector_report(lambda image: detector(image, threshold=0.05),
+                                 (load_sample(args.data, i) for i in range(count)),
+                                 args.detector_threshold)
         (args.out / 'detector.json').write_text(json.dumps(
-            dict(detector=str(args.detector), ap50=ap, images=count), indent=2))
-        print(f'detector {args.detector}: box AP@0.5 = {100 * ap:.1f} % on {count} images')
+            dict(detector=str(args.detector), **report), indent=2))
+        print(f'detector {args.detector}: box AP@0.5 = {100 * report["ap50"]:.1f} % on {count} '
+              f'images ({report["people"]} people); at score >= {args.detector_threshold}: '
+              f'recall {100 * report["recall"]:.1f} %, '
+              f'{report["false_positives_per_image"]:.2f} false positives per image')
     return 0
 
 

@@ -97,6 +97,20 @@ def average_precision(detections, ground_truths, iou_threshold: float = 0.5) -> 
 
     detections: per image (D, 5) [x, y, w, h, score]; ground_truths: per image (G, 4).
     Each true box matches at most one detection, greedily by score."""
+    scores, hits, n_true = matched_detections(detections, ground_truths, iou_threshold)
+    if n_true == 0:
+        raise ValueError('no ground-truth boxes')
+    order = np.argsort(-scores, kind='stable')
+    true_positives = np.cumsum(hits[order].astype(float))
+    recall = np.concatenate([[0], true_positives / n_true])
+    precision = np.concatenate([[1], true_positives / np.arange(1, len(order) + 1)])
+    envelope = np.maximum.accumulate(precision[::-1])[::-1]
+    return float(np.sum(np.diff(recall) * envelope[1:]))
+
+
+def matched_detections(detections, ground_truths, iou_threshold: float = 0.5):
+    """(scores (D,), hit (D,) bool, number of true boxes) over all images: each true box is
+    matched by at most one detection, greedily by score, at IoU >= iou_threshold."""
     scores, hits, n_true = [], [], 0
     for found, truth in zip(detections, ground_truths):
         found = np.asarray(found, np.float64).reshape(-1, 5)
@@ -112,11 +126,4 @@ def average_precision(detections, ground_truths, iou_threshold: float = 0.5) -> 
                 taken[best] = True
             scores.append(found[i, 4])
             hits.append(best is not None)
-    if n_true == 0:
-        raise ValueError('no ground-truth boxes')
-    order = np.argsort(-np.asarray(scores), kind='stable')
-    true_positives = np.cumsum(np.asarray(hits, float)[order])
-    recall = np.concatenate([[0], true_positives / n_true])
-    precision = np.concatenate([[1], true_positives / np.arange(1, len(order) + 1)])
-    envelope = np.maximum.accumulate(precision[::-1])[::-1]
-    return float(np.sum(np.diff(recall) * envelope[1:]))
+    return np.asarray(scores, np.float64), np.asarray(hits, bool), n_true

@@ -1,9 +1,13 @@
 """Training a MeTRAbs model on synthetic humanoids (metrabs-train), resumable.
 
 Data: people rendered on the fly by the synthetic generator (training clips only), cropped with
-random augmentation. Optimizer: AdamW, linear warm-up then cosine decay. The absolute-pose loss
-starts at `absolute_loss_start`; until `weak_perspective_until` its reconstruction is
-weak-perspective. Checkpoints: out_dir/model (project format) + out_dir/train_state.pt.
+random augmentation, or (--data-dir) crops pre-rendered by metrabs-render-crops, which may still
+be rendering. Optimizer: AdamW, linear warm-up then cosine decay. The absolute-pose loss is
+ramped in from `absolute_loss_start` over `absolute_loss_ramp` steps; until
+`weak_perspective_until` its reconstruction is weak-perspective. --init-from starts from another
+model's weights (e.g. the bundled model, to continue its training in a new session).
+--precision auto runs the backbone in bfloat16 where the CPU has AMX (about 1.9x faster here).
+Checkpoints: out_dir/model (project format) + out_dir/train_state.pt.
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ from metrabs_ros.train.examples import Batch, training_crops
 from metrabs_ros.train.loop import (batch_iterator, config_from_command_line, optimizer_step,
                                      rendered_samples, restore_training_state, run_training,
                                      save_training_state, warmup_cosine)
-from metrabs_ros.train.losses import metrabs_losses
+from metrabs_ros.train.losses import absolute_loss_weight, metrabs_losses
 from metrabs_ros.weights import load_checkpoint, save_checkpoint
 
 SKELETON = 'humanoid_15'
@@ -41,12 +45,16 @@ class TrainConfig:
     weight_decay: float = 3e-3
     warmup_steps: int = 500
     absolute_loss_start: int = 2000
-    weak_perspective_until: int = 4000
+    absolute_loss_ramp: int = 3000
+    weak_perspective_until: int = 0
     checkpoint_every: int = 500
     seed: int = 0
     device: str = 'auto'
     data_workers: int = 1  # processes rendering batches while the model trains (0: inline)
     model_kind: str = 'metrabs'  # or '2.5d': the heatmap baseline of the truncation ablation
+    data_dir: str = ''  # pre-rendered crops (metrabs-render-crops); empty: render on the fly
+    init_from: str = ''  # a model directory (or 'bundled') whose weights start a new run
+    precision: str = 'auto'  # 'fp32', 'bf16' (backbone autocast) or 'auto'
 
 
 class Trainer:
@@ -70,6 +78,10 @@ class Trainer:
                 joint_edges=skeleton.edges.tolist(), skeleton=SKELETON,
                 crop_side=config.crop_side, input_normalization='imagenet')
             self.model = Heatmap25D(model_config) if self.baseline else Metrabs(model_config)
+            if config.init_from:
+                self._load_initial_weights(config.init_from)
+        if self._use_bf16():
+            self.model.backbone_autocast = torch.bfloat16
         self.model.to(self.device).train()
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.learning_rate,
                                            weight_decay=config.weight_decay)
@@ -77,6 +89,25 @@ class Trainer:
         self.skipped_steps = 0
         self.step_count = restore_training_state(self.out_dir / 'train_state.pt',
                                                  self.optimizer, self.scheduler)
+
+    def _load_initial_weights(self, source: str) -> None:
+        from metrabs_ros.bundled import DEFAULT_MODEL
+        initial = load_checkpoint(DEFAULT_MODEL if source == 'bundled' else source)
+        if initial.config.crop_side != self.config.crop_side:
+            raise ValueError(f'--init-from {source}: crop side {initial.config.crop_side}, '
+                             f'not {self.config.crop_side}')
+        self.model.load_state_dict(initial.state_dict())
+        print(f'metrabs-train: weights initialized from {source}')
+
+    def _use_bf16(self) -> bool:
+        if self.config.precision not in ('auto', 'fp32', 'bf16'):
+            raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got "
+                             f"{self.config.precision!r}")
+        if self.config.precision == 'auto':
+            if self.device.type == 'cuda':
+                return torch.cuda.is_bf16_supported()
+            return cpu_has_amx_bfloat16()
+        return self.config.precision == 'bf16'
 
     def _lr_factor(self, step: int) -> float:
         return warmup_cosine(step, self.config.warmup_steps, self.config.steps)
@@ -90,13 +121,14 @@ class Trainer:
         if self.baseline:
             losses = losses_25d(*output, targets3d, targets2d, self.config.crop_side)
         else:
-            absolute = self.step_count >= self.config.absolute_loss_start
-            if absolute and self.step_count < self.config.weak_perspective_until:
+            weight = absolute_loss_weight(self.step_count, self.config.absolute_loss_start,
+                                          self.config.absolute_loss_ramp)
+            if weight > 0 and self.step_count < self.config.weak_perspective_until:
                 output = output._replace(poses3d_m=reconstruct_absolute(
                     output.coords2d_px, output.coords3d_rel_m, intrinsics, output.in_fov,
                     weak_perspective=True))
             losses = metrabs_losses(output, targets3d, targets2d, self.config.crop_side,
-                                    absolute)
+                                    weight)
         if optimizer_step(losses['total'], self.model.parameters(), self.optimizer,
                           self.scheduler) is None:
             self.skipped_steps += 1
@@ -114,7 +146,12 @@ class Trainer:
 
     def batches(self):
         """Endless batches of augmented crops from freshly rendered training samples, rendered
-        in `data_workers` background processes (a resumed run continues with new samples)."""
+        in `data_workers` background processes (a resumed run continues with new samples), or
+        from the crop cache in data_dir."""
+        if self.config.data_dir:
+            from metrabs_ros.train.crop_cache import CachedBatches
+            return iter(CachedBatches(self.config.data_dir, self.config.batch_size,
+                                      self.config.seed + self.step_count))
         dataset = RenderedBatches(self.config, self.mirror, first_sample=self.step_count *
                                   self.config.batch_size)
         return batch_iterator(dataset, self.config.data_workers)
@@ -122,6 +159,15 @@ class Trainer:
     def run(self) -> None:
         """Train until config.steps; on SIGTERM or Ctrl-C save a checkpoint and stop."""
         run_training(self, 'metrabs-train')
+
+
+def cpu_has_amx_bfloat16() -> bool:
+    """True on CPUs with AMX bfloat16 units (Linux), where a bfloat16 backbone trains ~1.9x
+    faster than float32 (measured: ResNet-18, 128 px, batch 16)."""
+    try:
+        return 'amx_bf16' in Path('/proc/cpuinfo').read_text()
+    except OSError:
+        return False
 
 
 class RenderedBatches(torch.utils.data.IterableDataset):

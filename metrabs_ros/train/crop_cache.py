@@ -1,0 +1,130 @@
+"""A cache of pre-rendered, augmented training crops (metrabs-render-crops), so that rendering
+does not bound training: a renderer process appends chunks while `metrabs-train --data-dir`
+samples batches from every chunk written so far (re-listing them as training goes on).
+
+Layout: DIR/chunk_00000/{crops,intrinsics,targets3d,targets2d}.npy, crops uint8 (N, 3, S, S)
+RGB, the rest float32 as in `examples.Batch`; DIR/cache.json records the crop side and seed.
+A chunk directory appears atomically (written under a temporary name, then renamed), so a
+reader never sees a partial chunk. Chunk k holds the crops of training samples k * samples
+per chunk onwards, so a stopped renderer continues where it left off.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from metrabs_ros.skeletons import get_skeleton
+from metrabs_ros.train.examples import Batch, jitter_colour, training_crops
+
+FIELDS = ('crops', 'intrinsics', 'targets3d', 'targets2d')
+SAMPLES_PER_CHUNK = 256
+SKELETON = 'humanoid_15'
+
+
+def render_chunks(directory: str | Path, side: int, n_chunks: int, seed: int = 0,
+                  samples_per_chunk: int = SAMPLES_PER_CHUNK, config=None) -> None:
+    """Render chunks until the cache holds n_chunks (resumes after the last complete one);
+    config: the generator's GeneratorConfig (default: its defaults)."""
+    from metrabs_ros.data.generator import TRAIN_CLIPS, SyntheticGenerator
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    _check_or_write_info(directory, dict(crop_side=side, seed=seed, skeleton=SKELETON,
+                                         samples_per_chunk=samples_per_chunk))
+    mirror = get_skeleton(SKELETON).mirror
+    generator = SyntheticGenerator(TRAIN_CLIPS, seed=seed, config=config)
+    try:
+        for k in range(len(chunk_dirs(directory)), n_chunks):
+            rng = np.random.default_rng([seed, k, 1])
+            parts = []
+            for index in range(k * samples_per_chunk, (k + 1) * samples_per_chunk):
+                sample = generator.sample(index)
+                if len(sample.boxes):
+                    parts.append(training_crops(sample, side, mirror, rng))
+            _write_chunk(directory, k, Batch(*(np.concatenate([getattr(p, f) for p in parts])
+                                               for f in FIELDS)))
+            print(f'metrabs-render-crops: chunk {k + 1}/{n_chunks}', flush=True)
+    finally:
+        generator.close()
+
+
+def chunk_dirs(directory: Path) -> list[Path]:
+    """The complete chunks, in order."""
+    return sorted(p for p in Path(directory).glob('chunk_*') if p.is_dir() and
+                  not p.name.endswith('.tmp'))
+
+
+def load_chunk(path: Path) -> Batch:
+    """One chunk, memory-mapped (crops stay uint8)."""
+    return Batch(*(np.load(path / f'{f}.npy', mmap_mode='r') for f in FIELDS))
+
+
+class CachedBatches(torch.utils.data.IterableDataset):
+    """Endless batches drawn uniformly from all cached crops, with fresh colour jitter; the
+    chunk list is refreshed every `refresh_every` batches (the cache may still be growing)."""
+
+    def __init__(self, directory: str | Path, batch_size: int, seed: int,
+                 colour_jitter: float = 0.2, refresh_every: int = 200):
+        self.directory, self.batch_size, self.seed = Path(directory), batch_size, seed
+        self.colour_jitter, self.refresh_every = colour_jitter, refresh_every
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, os.getpid()])
+        chunks: list[Batch] = []
+        batch_number = 0
+        while True:
+            if batch_number % self.refresh_every == 0:
+                chunks += [load_chunk(p) for p in chunk_dirs(self.directory)[len(chunks):]]
+                if not chunks:
+                    raise FileNotFoundError(f'no crop chunks in {self.directory}; render them '
+                                            'with metrabs-render-crops')
+                sizes = np.array([len(c.crops) for c in chunks])
+            batch_number += 1
+            which = rng.choice(len(chunks), self.batch_size, p=sizes / sizes.sum())
+            picked = [(chunks[c], int(rng.integers(sizes[c]))) for c in which]
+            crops = np.stack([jitter_colour(chunk.crops[i].astype(np.float32) / 255, rng,
+                                            self.colour_jitter) for chunk, i in picked])
+            yield Batch(crops.astype(np.float32), *(
+                np.stack([getattr(chunk, f)[i] for chunk, i in picked]) for f in FIELDS[1:]))
+
+
+def _write_chunk(directory: Path, k: int, batch: Batch) -> None:
+    final = directory / f'chunk_{k:05d}'
+    temporary = directory / f'chunk_{k:05d}.tmp'
+    shutil.rmtree(temporary, ignore_errors=True)
+    temporary.mkdir()
+    np.save(temporary / 'crops.npy', np.clip(batch.crops * 255 + 0.5, 0, 255).astype(np.uint8))
+    for f in FIELDS[1:]:
+        np.save(temporary / f'{f}.npy', getattr(batch, f).astype(np.float32))
+    temporary.rename(final)
+
+
+def _check_or_write_info(directory: Path, info: dict) -> None:
+    path = directory / 'cache.json'
+    if path.exists():
+        existing = json.loads(path.read_text())
+        if existing != info:
+            raise ValueError(f'{path} was written with {existing}, not {info}')
+    else:
+        path.write_text(json.dumps(info, indent=2))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog='metrabs-render-crops', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('directory', type=Path)
+    parser.add_argument('--crop-side', type=int, default=128)
+    parser.add_argument('--chunks', type=int, default=400)
+    parser.add_argument('--seed', type=int, default=0)
+    args = parser.parse_args(argv)
+    render_chunks(args.directory, args.crop_side, args.chunks, args.seed)
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

@@ -1,0 +1,71 @@
+import numpy as np
+import pytest
+
+pytest.importorskip('pybullet', reason='pybullet not installed: pip install .[data]')
+from metrabs_ros.data.generator import GeneratorConfig  # noqa: E402
+from metrabs_ros.train.crop_cache import (CachedBatches, chunk_dirs, load_chunk,  # noqa: E402
+                                          render_chunks)
+from metrabs_ros.train.trainer import TrainConfig, Trainer  # noqa: E402
+
+SMALL = GeneratorConfig(image_size=(320, 240), min_visible_pixels=40)
+
+
+@pytest.fixture(scope='module')
+def cache(tmp_path_factory):
+    directory = tmp_path_factory.mktemp('cache')
+    render_chunks(directory, 64, n_chunks=1, samples_per_chunk=3, config=SMALL)
+    return directory
+
+
+def test_chunks_hold_uint8_crops_with_consistent_targets(cache):
+    chunk = load_chunk(chunk_dirs(cache)[0])
+    n = len(chunk.crops)
+    assert n >= 3 and chunk.crops.dtype == np.uint8 and chunk.crops.shape[1:] == (3, 64, 64)
+    assert chunk.crops.max() > 100  # not an empty image
+    projected = chunk.targets3d[..., :2] / chunk.targets3d[..., 2:]
+    pixels = projected @ chunk.intrinsics[:, :2, :2].transpose(0, 2, 1) + \
+        chunk.intrinsics[:, None, :2, 2]
+    np.testing.assert_allclose(pixels, chunk.targets2d, atol=1e-3)
+
+
+def test_rendering_resumes_after_the_last_complete_chunk(cache, tmp_path):
+    first = load_chunk(chunk_dirs(cache)[0]).crops.copy()
+    (cache / 'chunk_00001.tmp').mkdir()  # a chunk interrupted while being written
+    render_chunks(cache, 64, n_chunks=2, samples_per_chunk=3, config=SMALL)
+    chunks = chunk_dirs(cache)
+    assert [c.name for c in chunks] == ['chunk_00000', 'chunk_00001']
+    np.testing.assert_array_equal(load_chunk(chunks[0]).crops, first)  # not re-rendered
+    with pytest.raises(ValueError, match='was written with'):
+        render_chunks(cache, 96, n_chunks=3, samples_per_chunk=3, config=SMALL)
+
+
+def test_cached_batches_sample_crops_with_their_targets(cache):
+    crops = np.concatenate([load_chunk(p).targets3d for p in chunk_dirs(cache)])
+    batches = iter(CachedBatches(cache, batch_size=5, seed=0))
+    batch = next(batches)
+    assert batch.crops.shape == (5, 3, 64, 64) and batch.crops.dtype == np.float32
+    assert 0 <= batch.crops.min() and batch.crops.max() <= 1
+    for target in batch.targets3d:  # every target is one of the cached people's
+        assert np.abs(crops - target).max(axis=(1, 2)).min() == 0
+    assert not np.array_equal(next(batches).targets3d, batch.targets3d)
+
+
+def test_missing_cache_is_one_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match='metrabs-render-crops'):
+        next(iter(CachedBatches(tmp_path, batch_size=2, seed=0)))
+
+
+def test_trainer_trains_from_the_cache_and_from_another_models_weights(cache, tmp_path):
+    config = TrainConfig(str(tmp_path / 'a'), crop_side=64, batch_size=4, steps=2,
+                         device='cpu', data_dir=str(cache), data_workers=0, precision='fp32')
+    trainer = Trainer(config)
+    trainer.run()
+    assert trainer.step_count == 2
+    started = Trainer(TrainConfig(str(tmp_path / 'b'), crop_side=64, device='cpu',
+                                  init_from=str(tmp_path / 'a' / 'model')))
+    for a, b in zip(trainer.model.state_dict().values(), started.model.state_dict().values()):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert started.step_count == 0
+    with pytest.raises(ValueError, match='crop side 64, not 128'):
+        Trainer(TrainConfig(str(tmp_path / 'c'), crop_side=128, device='cpu',
+                            init_from=str(tmp_path / 'a' / 'model')))
