@@ -1,8 +1,8 @@
-"""The bundled defaults: a pose model and a person detector trained on synthetic humanoids, and a
+"""The bundled defaults: a pose model and a person detector trained on synthetic people, and a
 short synthetic sample sequence for the demo.
 
-They are trained on pybullet's DeepMimic humanoid only (see README, "Bundled default model"): they
-will not work on real people. For real use load the official MeTRAbs weights
+They are trained on the generator's synthetic people only (ellipsoid bodies moved by pybullet's
+DeepMimic motion clips; see README, "Bundled default model"): they are not made for real people. For real use load the official MeTRAbs weights
 (`weights.load_model` reads the official release) with a real person detector.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ DEFAULT_DETECTOR = BUNDLED_DIR / 'humanoid_detector'
 SAMPLE_SEQUENCE = BUNDLED_DIR / 'sample_sequence'
 
 
-SYNTHETIC_DOMAIN = 'synthetic pybullet humanoids'
+SYNTHETIC_DOMAIN = 'synthetic people (ellipsoid bodies on pybullet humanoid motions)'
 OFFICIAL_RELEASE = 'metrabs_eff2l_384px_800k_28ds_pytorch'
 
 

@@ -18,7 +18,7 @@ import torch
 from metrabs_ros.data.dataset import load_sample
 from metrabs_ros.estimator import PoseEstimator
 from metrabs_ros.skeletons import get_skeleton
-from metrabs_ros.train.evaluate import MeanPoseBaseline, evaluate
+from metrabs_ros.train.evaluate import MeanPoseBaseline, evaluate, poses_in_box_order
 from metrabs_ros.weights import load_model
 
 
@@ -40,16 +40,20 @@ def diagnose(model_dir: Path, data: Path, baseline: MeanPoseBaseline) -> dict:
     count = json.loads((data / 'index.json').read_text())['count']
     predictions, truths, baseline_poses = [], [], []
 
+    served = []  # per sample: the people the model could crop (the baseline gets the same)
+
     def estimate(sample) -> np.ndarray:
-        poses = estimator.estimate_poses(sample.image, sample.boxes, sample.camera,
-                                         num_aug=1).poses3d
-        predictions.append(poses)
-        truths.append(sample.joints3d)
+        result = estimator.estimate_poses(sample.image, sample.boxes, sample.camera, num_aug=1)
+        poses = poses_in_box_order(result.boxes, result.poses3d, sample.boxes)
+        served.append(~np.isnan(poses).any(axis=(1, 2)))
+        predictions.append(poses[served[-1]])
+        truths.append(sample.joints3d[served[-1]])
         return poses
 
     def estimate_baseline(sample) -> np.ndarray:
-        baseline_poses.append(baseline.estimate(sample))
-        return baseline_poses[-1]
+        mask = served[len(baseline_poses)]
+        baseline_poses.append(baseline.estimate(sample)[mask])
+        return np.where(mask[:, None, None], baseline.estimate(sample), np.nan)
 
     samples = [load_sample(data, i) for i in range(count)]
     model_rows = evaluate(estimate, samples, names).summary()
