@@ -18,7 +18,8 @@ import torch
 from metrabs_ros.data.dataset import load_sample
 from metrabs_ros.estimator import PoseEstimator
 from metrabs_ros.skeletons import get_skeleton
-from metrabs_ros.train.evaluate import MeanPoseBaseline, evaluate, poses_in_box_order
+from metrabs_ros.train.evaluate import (MeanPoseBaseline, evaluate, on_served_people,
+                                        poses_in_box_order, served_people)
 from metrabs_ros.weights import load_model
 
 
@@ -45,15 +46,17 @@ def diagnose(model_dir: Path, data: Path, baseline: MeanPoseBaseline) -> dict:
     def estimate(sample) -> np.ndarray:
         result = estimator.estimate_poses(sample.image, sample.boxes, sample.camera, num_aug=1)
         poses = poses_in_box_order(result.boxes, result.poses3d, sample.boxes)
-        served.append(~np.isnan(poses).any(axis=(1, 2)))
+        served.append(served_people(poses))
         predictions.append(poses[served[-1]])
         truths.append(sample.joints3d[served[-1]])
         return poses
 
+    baseline_on_served = on_served_people(served, baseline.estimate)
+
     def estimate_baseline(sample) -> np.ndarray:
-        mask = served[len(baseline_poses)]
-        baseline_poses.append(baseline.estimate(sample)[mask])
-        return np.where(mask[:, None, None], baseline.estimate(sample), np.nan)
+        poses = baseline_on_served(sample)
+        baseline_poses.append(poses[served_people(poses)])
+        return poses
 
     samples = [load_sample(data, i) for i in range(count)]
     model_rows = evaluate(estimate, samples, names).summary()

@@ -1,1 +1,1 @@
-"""Synthetic ground truth: pybullet's humanoid posed by motion clips, rendered by TinyRenderer."""
+"""Synthetic ground truth: human-like bodies moved by pybullet's humanoid motion clips, ray-cast."""

@@ -95,7 +95,7 @@ def evaluate(estimate: Callable[[Sample], np.ndarray], samples: Iterable[Sample]
         if not len(sample.joints3d):
             continue
         predicted = np.asarray(estimate(sample))
-        served = ~np.isnan(predicted).any(axis=(1, 2))
+        served = served_people(predicted)
         skipped += int((~served).sum())
         predicted, truth = predicted[served], sample.joints3d[served]
         relative.append(joint_errors(predicted, truth, root))
@@ -117,6 +117,23 @@ def poses_in_box_order(result_boxes: np.ndarray, poses: np.ndarray,
     for box, pose in zip(result_boxes, poses):
         ordered[np.argmin(np.abs(np.asarray(boxes) - box[:4]).sum(axis=1))] = pose
     return ordered
+
+
+def served_people(poses: np.ndarray) -> np.ndarray:
+    """(P,) True for the people of (P, J, 3) poses that have a pose (not NaN)."""
+    return ~np.isnan(poses).any(axis=(1, 2))
+
+
+def on_served_people(served: Iterable[np.ndarray],
+                     estimate: Callable[[Sample], np.ndarray]) -> Callable[[Sample], np.ndarray]:
+    """`estimate` restricted, sample after sample, to the people another estimator served
+    (served: its served_people masks in evaluation order); NaN for the others, so that a
+    baseline is measured on the same people as the model."""
+    masks = iter(served)
+
+    def restricted(sample: Sample) -> np.ndarray:
+        return np.where(next(masks)[:, None, None], estimate(sample), np.nan)
+    return restricted
 
 
 def detector_report(detect: Callable[[np.ndarray], np.ndarray], samples: Iterable[Sample],
@@ -236,7 +253,7 @@ def main(argv=None) -> int:
         result = estimator.estimate_poses(sample.image, sample.boxes, sample.camera,
                                           num_aug=args.num_aug)
         poses = poses_in_box_order(result.boxes, result.poses3d, sample.boxes)
-        served.append(~np.isnan(poses).any(axis=(1, 2)))
+        served.append(served_people(poses))
         return poses
 
     result = evaluate(estimate, (load_sample(args.data, i) for i in range(count)),
@@ -246,12 +263,7 @@ def main(argv=None) -> int:
                                                  f'oracle: the evaluated people of {args.data}')
     else:
         baseline = MeanPoseBaseline.from_dataset(args.baseline_from)
-    served_by_model = iter(served)
-
-    def estimate_baseline(sample: Sample) -> np.ndarray:
-        return np.where(next(served_by_model)[:, None, None], baseline.estimate(sample), np.nan)
-
-    baseline_result = evaluate(estimate_baseline,
+    baseline_result = evaluate(on_served_people(served, baseline.estimate),
                                (load_sample(args.data, i) for i in range(count)),
                                skeleton.joint_names)
     write_report(result, args.out, args.model.name, (baseline_result, baseline))
