@@ -50,6 +50,24 @@ def test_cached_batches_sample_crops_with_their_targets(cache):
     assert not np.array_equal(next(batches).targets3d, batch.targets3d)
 
 
+def test_parallel_renderers_split_the_chunks_and_batches_draw_from_every_cache(cache, tmp_path):
+    other = tmp_path / 'other'
+    render_chunks(other, 64, n_chunks=3, samples_per_chunk=2, config=SMALL, seed=1,
+                  worker=1, workers=2)
+    assert [c.name for c in chunk_dirs(other)] == ['chunk_00001']
+    render_chunks(other, 64, n_chunks=3, samples_per_chunk=2, config=SMALL, seed=1,
+                  worker=0, workers=2)
+    assert [c.name for c in chunk_dirs(other)] == ['chunk_00000', 'chunk_00001', 'chunk_00002']
+    targets = {name: np.concatenate([load_chunk(p).targets3d for p in chunk_dirs(d)])
+               for name, d in (('first', cache), ('other', other))}
+    seen = set()
+    for batch in zip(range(20), CachedBatches(f'{cache},{other}', batch_size=4, seed=0)):
+        for target in batch[1].targets3d:
+            seen |= {name for name, t in targets.items()
+                     if np.abs(t - target).max(axis=(1, 2)).min() == 0}
+    assert seen == {'first', 'other'}
+
+
 def test_missing_cache_is_one_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match='metrabs-render-crops'):
         next(iter(CachedBatches(tmp_path, batch_size=2, seed=0)))

@@ -19,6 +19,7 @@ from metrabs_ros.data.ellipsoid_renderer import cast_rays, shade
 from metrabs_ros.data.human_body import (BASE_HEIGHT_M, BodyStyle, body_ellipsoids, random_height,
                                          random_style)
 from metrabs_ros.data.humanoid import CLIPS, Humanoid, load_clip
+from metrabs_ros.data.pose_mixing import mixed_frame
 
 TEST_CLIPS = ('dance_b', 'kick', 'getup_faceup')
 TRAIN_CLIPS = tuple(c for c in CLIPS if c not in TEST_CLIPS)
@@ -39,6 +40,7 @@ class GeneratorConfig:
     truncation_probability: float = 0.4
     occluder_probability: float = 0.4
     min_visible_pixels: int = 150
+    pose_mixing_probability: float = 0.0  # per person: limbs spliced from other clip frames
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,9 @@ class SyntheticGenerator:
         rotation = camera.extrinsic[:3, :3]
         ellipsoids, materials = [], []
         for body, joints in zip(bodies, joints3d):
-            style = self.styles.setdefault(body, random_style(rng))
+            if body not in self.styles:
+                self.styles[body] = random_style(rng)
+            style = self.styles[body]
             ellipsoids += body_ellipsoids(
                 joints, rotation @ self.humanoid.link_rotations(body),
                 self.heights.get(body, BASE_HEIGHT_M), style, body, len(materials))
@@ -153,6 +157,9 @@ class SyntheticGenerator:
                 if all(np.hypot(*(xz - r[[0, 2]])) > 0.8 for r in roots):
                     break
             frame = load_clip(clip)[frame_index]
+            if self.config.pose_mixing_probability and \
+                    rng.random() < self.config.pose_mixing_probability:
+                frame = mixed_frame(frame, [load_clip(c) for c in self.clips], rng)
             root = np.array([xz[0], frame[2], xz[1]])
             self.humanoid.set_pose(frame, root, yaw=rng.uniform(-np.pi, np.pi), body=body)
             self.styles[body], self.heights[body] = random_style(rng), random_height(rng)

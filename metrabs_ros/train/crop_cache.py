@@ -28,18 +28,26 @@ SKELETON = 'humanoid_15'
 
 
 def render_chunks(directory: str | Path, side: int, n_chunks: int, seed: int = 0,
-                  samples_per_chunk: int = SAMPLES_PER_CHUNK, config=None) -> None:
-    """Render chunks until the cache holds n_chunks (resumes after the last complete one);
-    config: the generator's GeneratorConfig (default: its defaults)."""
-    from metrabs_ros.data.generator import TRAIN_CLIPS, SyntheticGenerator
+                  samples_per_chunk: int = SAMPLES_PER_CHUNK, config=None,
+                  worker: int = 0, workers: int = 1) -> None:
+    """Render the missing chunks among the first n_chunks (so a stopped renderer resumes);
+    config: the generator's GeneratorConfig (default: its defaults). With several renderer
+    processes on one cache, process `worker` of `workers` renders the chunks k with
+    k % workers == worker."""
+    from metrabs_ros.data.generator import TRAIN_CLIPS, GeneratorConfig, SyntheticGenerator
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    config = config or GeneratorConfig()
     _check_or_write_info(directory, dict(crop_side=side, seed=seed, skeleton=SKELETON,
-                                         samples_per_chunk=samples_per_chunk))
+                                         samples_per_chunk=samples_per_chunk,
+                                         pose_mixing=config.pose_mixing_probability))
     mirror = get_skeleton(SKELETON).mirror
     generator = SyntheticGenerator(TRAIN_CLIPS, seed=seed, config=config)
+    done = {p.name for p in chunk_dirs(directory)}
     try:
-        for k in range(len(chunk_dirs(directory)), n_chunks):
+        for k in range(worker, n_chunks, workers):
+            if _chunk_name(k) in done:
+                continue
             rng = np.random.default_rng([seed, k, 1])
             parts = []
             for index in range(k * samples_per_chunk, (k + 1) * samples_per_chunk):
@@ -65,24 +73,33 @@ def load_chunk(path: Path) -> Batch:
 
 
 class CachedBatches(torch.utils.data.IterableDataset):
-    """Endless batches drawn uniformly from all cached crops, with fresh colour jitter; the
-    chunk list is refreshed every `refresh_every` batches (the cache may still be growing)."""
+    """Endless batches drawn uniformly from all cached crops of one or more caches
+    (`directories`: a path, a comma-separated list of paths or a sequence of them), with fresh
+    colour jitter; the chunk lists are refreshed every `refresh_every` batches (the caches may
+    still be growing)."""
 
-    def __init__(self, directory: str | Path, batch_size: int, seed: int,
+    def __init__(self, directories, batch_size: int, seed: int,
                  colour_jitter: float = 0.2, refresh_every: int = 200):
-        self.directory, self.batch_size, self.seed = Path(directory), batch_size, seed
+        if isinstance(directories, (str, Path)):
+            directories = str(directories).split(',')
+        self.directories = [Path(d) for d in directories]
+        self.batch_size, self.seed = batch_size, seed
         self.colour_jitter, self.refresh_every = colour_jitter, refresh_every
 
     def __iter__(self):
         rng = np.random.default_rng([self.seed, os.getpid()])
+        loaded: set[Path] = set()
         chunks: list[Batch] = []
         batch_number = 0
         while True:
             if batch_number % self.refresh_every == 0:
-                chunks += [load_chunk(p) for p in chunk_dirs(self.directory)[len(chunks):]]
+                new = [p for d in self.directories for p in chunk_dirs(d) if p not in loaded]
+                chunks += [load_chunk(p) for p in new]
+                loaded.update(new)
                 if not chunks:
-                    raise FileNotFoundError(f'no crop chunks in {self.directory}; render them '
-                                            'with metrabs-render-crops')
+                    raise FileNotFoundError(
+                        f'no crop chunks in {", ".join(map(str, self.directories))}; render '
+                        'them with metrabs-render-crops')
                 sizes = np.array([len(c.crops) for c in chunks])
             batch_number += 1
             which = rng.choice(len(chunks), self.batch_size, p=sizes / sizes.sum())
@@ -93,9 +110,13 @@ class CachedBatches(torch.utils.data.IterableDataset):
                 np.stack([getattr(chunk, f)[i] for chunk, i in picked]) for f in FIELDS[1:]))
 
 
+def _chunk_name(k: int) -> str:
+    return f'chunk_{k:05d}'
+
+
 def _write_chunk(directory: Path, k: int, batch: Batch) -> None:
-    final = directory / f'chunk_{k:05d}'
-    temporary = directory / f'chunk_{k:05d}.tmp'
+    final = directory / _chunk_name(k)
+    temporary = directory / f'{_chunk_name(k)}.tmp'
     shutil.rmtree(temporary, ignore_errors=True)
     temporary.mkdir()
     np.save(temporary / 'crops.npy', np.clip(batch.crops * 255 + 0.5, 0, 255).astype(np.uint8))
@@ -121,8 +142,19 @@ def main(argv=None) -> int:
     parser.add_argument('--crop-side', type=int, default=128)
     parser.add_argument('--chunks', type=int, default=400)
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--pose-mixing', type=float, default=0.0, metavar='P',
+                        help='probability that a person gets limbs spliced from other clip '
+                             'frames (data.pose_mixing)')
+    parser.add_argument('--worker', type=int, default=0, help='this process: 0 .. workers-1')
+    parser.add_argument('--workers', type=int, default=1,
+                        help='renderer processes sharing the cache')
     args = parser.parse_args(argv)
-    render_chunks(args.directory, args.crop_side, args.chunks, args.seed)
+    if not 0 <= args.worker < args.workers:
+        parser.error('--worker must be in 0 .. --workers - 1')
+    from metrabs_ros.data.generator import GeneratorConfig
+    render_chunks(args.directory, args.crop_side, args.chunks, args.seed,
+                  config=GeneratorConfig(pose_mixing_probability=args.pose_mixing),
+                  worker=args.worker, workers=args.workers)
     return 0
 
 

@@ -52,7 +52,7 @@ class TrainConfig:
     device: str = 'auto'
     data_workers: int = 1  # processes rendering batches while the model trains (0: inline)
     model_kind: str = 'metrabs'  # or '2.5d': the heatmap baseline of the truncation ablation
-    data_dir: str = ''  # pre-rendered crops (metrabs-render-crops); empty: render on the fly
+    data_dir: str = ''  # crop caches (metrabs-render-crops), comma-separated; '': render live
     init_from: str = ''  # a model directory (or 'bundled') whose weights start a new run
     precision: str = 'auto'  # 'fp32', 'bf16' (backbone autocast) or 'auto'
 
@@ -147,7 +147,7 @@ class Trainer:
     def batches(self):
         """Endless batches of augmented crops from freshly rendered training samples, rendered
         in `data_workers` background processes (a resumed run continues with new samples), or
-        from the crop cache in data_dir."""
+        from the crop caches in data_dir."""
         if self.config.data_dir:
             from metrabs_ros.train.crop_cache import CachedBatches
             return iter(CachedBatches(self.config.data_dir, self.config.batch_size,

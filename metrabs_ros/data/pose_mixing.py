@@ -1,0 +1,36 @@
+"""Pose mixing: training poses spliced together from the limbs of different motion-clip frames.
+
+The training clips hold about 1,200 distinct poses; a pose model trained on them alone learns
+those poses rather than how bodies move. Giving each limb group (torso with neck, each arm,
+each leg) the joint angles of a random frame of a random clip makes new, mostly plausible
+combinations (e.g. a punch on a crawl), while the root orientation and height stay those of
+the base frame.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+# Columns of a clip row (see humanoid.CLIP_JOINTS): 0 duration, 1:4 root position, 4:8 root
+# quaternion, then the joint angles of each limb group.
+LIMB_COLUMNS = {
+    'torso': slice(8, 16),       # chest, neck
+    'right_leg': slice(16, 25),  # hip, knee, ankle
+    'right_arm': slice(25, 30),  # shoulder, elbow
+    'left_leg': slice(30, 39),
+    'left_arm': slice(39, 44),
+}
+
+
+def mixed_frame(base: np.ndarray, clips: Sequence[np.ndarray], rng: np.random.Generator,
+                replace_probability: float = 0.7) -> np.ndarray:
+    """A copy of clip row `base` in which each limb group, with `replace_probability`, takes
+    the angles of a random frame of a random clip among `clips` ((F, 44) arrays)."""
+    frame = np.array(base, dtype=np.float64)
+    for columns in LIMB_COLUMNS.values():
+        if rng.random() >= replace_probability:
+            continue
+        clip = clips[rng.integers(len(clips))]
+        frame[columns] = clip[rng.integers(len(clip)), columns]
+    return frame
