@@ -42,6 +42,7 @@ class DetectorTrainConfig:
     device: str = 'auto'
     data_workers: int = 1
     init_from: str = ''  # a detector directory (or 'bundled') whose weights start a new run
+    pose_mixing: float = 0.0  # probability of limbs spliced from other clip frames
 
 
 @dataclass(frozen=True)
@@ -189,7 +190,8 @@ class RenderedDetectorBatches(torch.utils.data.IterableDataset):
 
     def __iter__(self):
         # Not metrabs-train's generator seed, so the two never render the same scenes.
-        samples = rendered_samples(1000 + self.config.seed, self.config.seed, self.first_sample)
+        samples = rendered_samples(1000 + self.config.seed, self.config.seed, self.first_sample,
+                                   self.config.pose_mixing)
         while True:
             images, boxes = [], []
             for sample, rng in itertools.islice(samples, self.config.batch_size):

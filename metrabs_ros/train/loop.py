@@ -77,13 +77,16 @@ def single_thread_worker(worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
-def rendered_samples(generator_seed: int, rng_seed: int, first_sample: int):
-    """Endless (sample, rng) pairs of freshly rendered samples of the training clips. In a
-    DataLoader worker, workers take interleaved sample indices, each with an rng of its own."""
-    from metrabs_ros.data.generator import TRAIN_CLIPS, SyntheticGenerator
+def rendered_samples(generator_seed: int, rng_seed: int, first_sample: int,
+                     pose_mixing: float = 0.0):
+    """Endless (sample, rng) pairs of freshly rendered samples of the training clips (a person
+    gets spliced limbs with probability pose_mixing). In a DataLoader worker, workers take
+    interleaved sample indices, each with an rng of its own."""
+    from metrabs_ros.data.generator import TRAIN_CLIPS, GeneratorConfig, SyntheticGenerator
     info = torch.utils.data.get_worker_info()
     worker, n_workers = (info.id, info.num_workers) if info else (0, 1)
-    generator = SyntheticGenerator(TRAIN_CLIPS, seed=generator_seed)
+    generator = SyntheticGenerator(TRAIN_CLIPS, seed=generator_seed,
+                                   config=GeneratorConfig(pose_mixing_probability=pose_mixing))
     rng = np.random.default_rng([rng_seed, first_sample, worker])
     try:
         for index in itertools.count(first_sample + worker, n_workers):

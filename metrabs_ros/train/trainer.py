@@ -55,6 +55,7 @@ class TrainConfig:
     data_dir: str = ''  # crop caches (metrabs-render-crops), comma-separated; '': render live
     init_from: str = ''  # a model directory (or 'bundled') whose weights start a new run
     precision: str = 'auto'  # 'fp32', 'bf16' (backbone autocast) or 'auto'
+    pose_mixing: float = 0.0  # rendering live: probability of limbs spliced from other frames
 
 
 class Trainer:
@@ -179,7 +180,7 @@ class RenderedBatches(torch.utils.data.IterableDataset):
     def __iter__(self):
         size, pending = self.config.batch_size, []
         for sample, rng in rendered_samples(self.config.seed, self.config.seed,
-                                            self.first_sample):
+                                            self.first_sample, self.config.pose_mixing):
             if len(sample.boxes):
                 pending.append(training_crops(sample, self.config.crop_side, self.mirror, rng))
             if sum(len(b.crops) for b in pending) >= size:
