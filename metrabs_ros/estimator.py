@@ -161,7 +161,8 @@ class PoseEstimator:
         if suppress:
             keep = plausible_pose_indices(
                 poses_mean, poses_aug, poses2d, boxes, out_skeleton,
-                rules=self.model.config.implausible_pose_rules)
+                rules=self.model.config.implausible_pose_rules,
+                coverage=self.model.config.box_coverage)
         poses3d = poses_mean if average_aug else poses_aug
         poses2d = poses2d if average_aug else poses2d_aug
         if frame == 'world':

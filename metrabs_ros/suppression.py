@@ -3,7 +3,9 @@
 - bone lengths: implausible if any bone is < 0.1x or > 3x its typical length and off by > 0.3 m;
 - augmentation consistency: after scale alignment, more than J // 4 joints must vary by < 0.2 m
   across the test-time augmentations;
-- box consistency: the 2D pose's bounding box must cover more than half of the detection box;
+- box consistency: the 2D pose's bounding box must cover more than half of the detection box
+  (a fraction calibrated per model for joint sets that stop short of the head top, hands and
+  feet: ModelConfig.box_coverage);
 - pose NMS: scale-aligned joint distances d give a similarity mean(relu(1 - d / 0.3 m)) over the
   J // 4 largest distances; poses more similar than 0.4 to a higher-scoring one are dropped.
 Units: metres and pixels.
@@ -82,12 +84,20 @@ def scale_align(poses: np.ndarray) -> np.ndarray:
     return poses * np.sqrt(mean_square_scale / square_scales)
 
 
-def consistent_with_boxes(poses2d: np.ndarray, boxes_xywh: np.ndarray) -> np.ndarray:
-    """(P, J, 2) pixels, (P, 4+) boxes -> (P,) True where the pose box covers half the box."""
+def box_coverage(poses2d: np.ndarray, boxes_xywh: np.ndarray) -> np.ndarray:
+    """(P, J, 2) pixels, (P, 4+) x, y, w, h boxes -> (P,) fraction of each box that the
+    bounding box of its 2D pose covers."""
     start = np.maximum(boxes_xywh[:, :2], poses2d.min(axis=1))
     end = np.minimum(boxes_xywh[:, :2] + boxes_xywh[:, 2:4], poses2d.max(axis=1))
     intersection = np.prod(np.clip(end - start, 0, None), axis=-1)
-    return intersection > BOX_COVERAGE * np.prod(boxes_xywh[:, 2:4], axis=-1)
+    return intersection / np.maximum(np.prod(boxes_xywh[:, 2:4], axis=-1), 1e-12)
+
+
+def consistent_with_boxes(poses2d: np.ndarray, boxes_xywh: np.ndarray,
+                          coverage: float = BOX_COVERAGE) -> np.ndarray:
+    """(P, J, 2) pixels, (P, 4+) boxes -> (P,) True where the pose box covers more than
+    `coverage` of the box."""
+    return box_coverage(poses2d, boxes_xywh) > coverage
 
 
 def pose_similarity(poses3d: np.ndarray) -> np.ndarray:
@@ -114,17 +124,18 @@ def pose_nms(poses3d: np.ndarray, scores: np.ndarray,
 
 
 def plausible_pose_indices(poses3d: np.ndarray, poses3d_aug: np.ndarray, poses2d: np.ndarray,
-                           boxes: np.ndarray, skeleton: Skeleton, rules: bool = True) -> np.ndarray:
+                           boxes: np.ndarray, skeleton: Skeleton, rules: bool = True,
+                           coverage: float = BOX_COVERAGE) -> np.ndarray:
     """All rules (unless rules is False), then NMS: indices into the P poses that survive, by
     descending score.
 
     poses3d: (P, J, 3) averaged; poses3d_aug: (P, A, J, 3); poses2d: (P, J, 2); boxes: (P, 5).
     rules: apply the plausibility rules; False for models they do not fit (duplicates are
-    still removed).
+    still removed). coverage: the box-consistency threshold.
     """
     valid = np.ones(len(poses3d), bool)
     if rules:
         valid = (plausible_bone_lengths(poses3d, skeleton) &
-                 consistent_augmentations(poses3d_aug) & consistent_with_boxes(poses2d, boxes))
+                 consistent_augmentations(poses3d_aug) & consistent_with_boxes(poses2d, boxes, coverage))
     candidates = np.flatnonzero(valid)
     return candidates[pose_nms(poses3d[candidates], boxes[candidates, 4])]

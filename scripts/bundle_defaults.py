@@ -1,11 +1,13 @@
 """Copy trained runs into the package as the bundled defaults (float16) and render the sample
-sequence. Usage: python scripts/bundle_defaults.py POSE_RUN_DIR DETECTOR_RUN_DIR [--no-rules]
-(the out_dir of metrabs-train and of metrabs-train-detector). --no-rules marks the model as one
-the official plausibility rules do not fit (ModelConfig.implausible_pose_rules): check with
-metrabs-demo (default suppression) whether they keep its people first."""
+sequence. Usage: python scripts/bundle_defaults.py POSE_RUN_DIR DETECTOR_RUN_DIR
+[--box-coverage F] [--no-rules] (the out_dir of metrabs-train and of metrabs-train-detector).
+--box-coverage: the box-consistency threshold for this joint set (ModelConfig.box_coverage;
+from scripts/calibrate_box_coverage.py). --no-rules marks the model as one the plausibility
+rules do not fit (ModelConfig.implausible_pose_rules): check with metrabs-demo (default
+suppression) whether they keep its people first."""
+import argparse
 import dataclasses
 import shutil
-import sys
 from pathlib import Path
 
 import torch
@@ -17,9 +19,11 @@ from metrabs_ros.data.sequence import write_sequence
 from metrabs_ros.weights import load_checkpoint, save_checkpoint
 
 
-def main(pose_run: Path, detector_run: Path, rules: bool = True) -> None:
+def main(pose_run: Path, detector_run: Path, rules: bool = True,
+         box_coverage: float = 0.5) -> None:
     model = load_checkpoint(pose_run / 'model')
     model.config = dataclasses.replace(model.config, implausible_pose_rules=rules,
+                                       box_coverage=box_coverage,
                                        training_domain=SYNTHETIC_DOMAIN)
     for directory in (DEFAULT_MODEL, DEFAULT_DETECTOR, SAMPLE_SEQUENCE):
         shutil.rmtree(directory, ignore_errors=True)
@@ -33,4 +37,11 @@ def main(pose_run: Path, detector_run: Path, rules: bool = True) -> None:
 
 
 if __name__ == '__main__':
-    main(Path(sys.argv[1]), Path(sys.argv[2]), rules='--no-rules' not in sys.argv[3:])
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument('pose_run', type=Path)
+    parser.add_argument('detector_run', type=Path)
+    parser.add_argument('--box-coverage', type=float, default=0.5)
+    parser.add_argument('--no-rules', action='store_true')
+    args = parser.parse_args()
+    main(args.pose_run, args.detector_run, rules=not args.no_rules,
+         box_coverage=args.box_coverage)

@@ -3,7 +3,7 @@ import pytest
 
 from oracle import human_pose
 from metrabs_ros.skeletons import SKELETONS, get_skeleton
-from metrabs_ros.suppression import (consistent_augmentations, consistent_with_boxes,
+from metrabs_ros.suppression import (box_coverage, consistent_augmentations, consistent_with_boxes,
                                      plausible_bone_lengths, plausible_pose_indices, pose_nms,
                                      pose_similarity, typical_bone_lengths)
 
@@ -50,6 +50,14 @@ def test_box_consistency_rule():
     ])
     result = consistent_with_boxes(np.repeat(pose2d[None], 4, 0), boxes)
     assert list(result) == [True, False, False, True]
+
+
+def test_box_consistency_threshold_is_the_covered_fraction():
+    pose2d = np.array([[[0.0, 0.0], [100.0, 40.0]]])  # covers 0.4 of the box below
+    box = np.array([[0, 0, 100, 100, 1.0]])
+    np.testing.assert_allclose(box_coverage(pose2d, box), [0.4])
+    assert not consistent_with_boxes(pose2d, box)[0]
+    assert consistent_with_boxes(pose2d, box, coverage=0.3)[0]
 
 
 def test_pose_similarity_and_nms():

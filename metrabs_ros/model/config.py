@@ -38,6 +38,11 @@ class ModelConfig:
     and box consistency; suppression.py) fit this model's poses. False for a model whose poses
     fail them although they find the person (the bundled synthetic model): suppression then only
     removes duplicates.
+    box_coverage: the box-consistency rule's threshold: a pose's 2D bounding box must cover
+    more than this fraction of its detection box. The official 0.5 suits joint sets that reach
+    the head top, hands and feet; a joint set that stops at the neck, wrists and ankles covers
+    less of a person's box even when exact, so its models carry a lower value calibrated on
+    ground truth (scripts/calibrate_box_coverage.py).
     """
 
     backbone: str
@@ -58,6 +63,7 @@ class ModelConfig:
     crop_geometry: str = 'exact'
     input_normalization: str = 'plus_minus_one'
     implausible_pose_rules: bool = True
+    box_coverage: float = 0.5
     training_domain: str = ''
 
     def __post_init__(self):
@@ -75,6 +81,8 @@ class ModelConfig:
         if self.depth < 1 or self.box_size_m <= 0:
             raise ValueError(f'depth and box_size_m must be positive, got {self.depth}, '
                              f'{self.box_size_m}')
+        if not 0 <= self.box_coverage < 1:
+            raise ValueError(f'box_coverage must be in [0, 1), got {self.box_coverage}')
         if not 0 <= self.mix_3d_inside_fov <= 1:
             raise ValueError(f'mix_3d_inside_fov must be in [0, 1], got {self.mix_3d_inside_fov}')
         if self.solve_normalization not in SOLVE_NORMALIZATIONS:
