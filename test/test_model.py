@@ -29,6 +29,39 @@ def test_backbones_have_stride_32_and_report_channels(name):
     assert features.shape == (1, channels, 2, 3)
 
 
+@pytest.mark.parametrize('name', ['resnet18', 'resnet50'])
+def test_resnet_stride_16_doubles_resolution_with_the_same_weights(name):
+    backbone16, channels = build_backbone(name, stride=16)
+    backbone32, _ = build_backbone(name)
+    shapes16 = {k: v.shape for k, v in backbone16.state_dict().items()}
+    assert shapes16 == {k: v.shape for k, v in backbone32.state_dict().items()}
+    backbone16.load_state_dict(backbone32.state_dict())
+    with torch.no_grad():
+        features16 = backbone16.eval()(torch.rand(1, 3, 64, 96))
+    assert features16.shape == (1, channels, 4, 6)
+    with pytest.raises(ValueError, match='ResNet'):
+        build_backbone('efficientnet_v2_s', stride=16)
+
+
+def test_stride_16_heatmap_cells_map_to_their_pixel_centres():
+    model = make_model(crop_side=128, stride=16)
+    head = MetrabsHead(4, model.config)
+    with torch.no_grad():
+        head.conv.weight.zero_()
+        head.conv.bias.zero_()
+        coords2d, _ = head(torch.zeros(1, 4, 8, 8))
+        # Uniform logits: the mean of the cell centres 8, 24, ..., 120.
+        torch.testing.assert_close(coords2d, torch.full_like(coords2d, 64.0))
+        features = torch.zeros(1, 4, 8, 8)
+        features[0, 0, 2, 5] = 1.0
+        head.conv.weight[:, 0] = 60.0
+        coords2d, _ = head(features)
+    torch.testing.assert_close(coords2d[0, 0], torch.tensor([8.0 + 16 * 5, 8.0 + 16 * 2]),
+                               atol=1e-3, rtol=0)
+    poses3d, poses2d = model.predict(torch.rand(2, 3, 128, 128), crop_K(2, 128))
+    assert poses3d.shape == (2, model.config.n_joints, 3)
+
+
 def test_backbone_builds_without_network(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError('tried to download weights')
@@ -118,6 +151,8 @@ def test_unknown_output_skeleton_raises():
     (dict(mix_3d_inside_fov=1.5), 'mix_3d'),
     (dict(input_normalization='none'), 'input_normalization'),
     (dict(joint_edges=[(0, 99)]), 'joint_edges'),
+    (dict(stride=8), 'stride'),
+    (dict(backbone='efficientnet_v2_s', stride=16), 'stride'),
 ])
 def test_config_validation(kwargs, message):
     base = dict(backbone='resnet18', joint_names=('a', 'b'))

@@ -1,4 +1,4 @@
-"""Convolutional backbones (stride 32) from torchvision, built without downloading weights.
+"""Convolutional backbones (stride 32, or 16 for ResNets) from torchvision, built without downloading.
 
 Module names equal torchvision's ``features`` (EfficientNetV2) and ResNet children, so
 torchvision-layout state dicts load directly. The official MeTRAbs EfficientNetV2 differs only in
@@ -16,6 +16,7 @@ RESNETS = ('resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152')
 EFFICIENTNETS = ('efficientnet_v2_s', 'efficientnet_v2_m', 'efficientnet_v2_l')
 BACKBONES = RESNETS + EFFICIENTNETS
 STRIDE = 32
+STRIDES = (16, 32)
 
 
 class ShiftedStrideConv2d(nn.Conv2d):
@@ -29,10 +30,22 @@ class ShiftedStrideConv2d(nn.Conv2d):
         return super().forward(F.pad(x, self.pads))
 
 
-def build_backbone(name: str, shift_last_stride: bool = False) -> tuple[nn.Module, int]:
-    """Return (feature extractor mapping (N, 3, S, S) to (N, C, S/32, S/32), C)."""
+def build_backbone(name: str, shift_last_stride: bool = False,
+                   stride: int = STRIDE) -> tuple[nn.Module, int]:
+    """Return (feature extractor mapping (N, 3, S, S) to (N, C, S/stride, S/stride), C).
+
+    Stride 16 (ResNets only) dilates the last stage instead of downsampling, DeepLab style: the
+    weights and module names are those of stride 32, so either loads the other's state dict, and
+    a 128-pixel crop gets an 8x8 heatmap instead of 4x4.
+    """
+    if stride not in STRIDES:
+        raise ValueError(f'stride must be one of {STRIDES}, got {stride}')
+    if stride != STRIDE and name not in RESNETS:
+        raise ValueError(f'stride {stride} is available for ResNet backbones only, not {name!r}')
     if name in RESNETS:
         resnet = getattr(torchvision.models, name)(weights=None)
+        if stride == 16:
+            _dilate_last_stage(resnet.layer4)
         features = nn.Sequential(*list(resnet.children())[:-2])  # drop avgpool and fc
         return features, resnet.fc.in_features
     if name in EFFICIENTNETS:
@@ -41,6 +54,15 @@ def build_backbone(name: str, shift_last_stride: bool = False) -> tuple[nn.Modul
             _shift_last_stride(features)
         return features, features[-1].out_channels
     raise ValueError(f'unknown backbone {name!r}; known: {list(BACKBONES)}')
+
+
+def _dilate_last_stage(stage: nn.Sequential) -> None:
+    """Stride 1 instead of 2 in a ResNet stage; every 3x3 conv after its first dilated by 2."""
+    convs = [m for m in stage.modules() if isinstance(m, nn.Conv2d)]
+    for conv in convs:
+        conv.stride = (1, 1)
+    for conv in [c for c in convs if c.kernel_size == (3, 3)][1:]:
+        conv.dilation, conv.padding = (2, 2), (2, 2)
 
 
 def _shift_last_stride(features: nn.Sequential) -> None:

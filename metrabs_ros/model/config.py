@@ -5,7 +5,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from metrabs_ros.crops import CROP_GEOMETRIES
-from metrabs_ros.model.backbones import BACKBONES
+from metrabs_ros.model.backbones import BACKBONES, RESNETS, STRIDES
 from metrabs_ros.model.reconstruct import SOLVE_NORMALIZATIONS
 
 INPUT_NORMALIZATIONS = ('plus_minus_one', 'imagenet')
@@ -17,6 +17,8 @@ class ModelConfig:
 
     joint_names / joint_edges describe the joints the head predicts (the raw joint set).
     box_size_m: side of the metric 3D heatmap volume; crop_side: input crop side S in pixels.
+    stride: the backbone's output stride, 32 (official), or 16 for ResNets (last stage dilated,
+    same weights): twice the heatmap resolution for about 1.6x the compute of ResNet-18.
     centered_stride / legacy_centered_stride_bug: the official heatmap-to-pixel offset flags.
     mix_3d_inside_fov: weight of the 3D-based estimate for in-FOV joints (0.5 at test time).
     ridge_lambda: ridge weight of the least-squares reference-point solve. It pulls the
@@ -74,6 +76,9 @@ class ModelConfig:
             raise ValueError(f'unknown backbone {self.backbone!r}; known: {sorted(BACKBONES)}')
         if not self.joint_names:
             raise ValueError('joint_names must not be empty')
+        if self.stride not in STRIDES or (self.stride != 32 and self.backbone not in RESNETS):
+            raise ValueError(f'stride must be 32, or 16 with a ResNet backbone; got {self.stride} '
+                             f'with {self.backbone!r}')
         if self.crop_side <= 0 or self.crop_side % self.stride:
             raise ValueError(
                 f'crop_side must be a positive multiple of the stride {self.stride}, '

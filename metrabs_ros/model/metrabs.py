@@ -34,7 +34,8 @@ class Metrabs(nn.Module):
         super().__init__()
         self.config = config
         shift = config.centered_stride and config.backbone in EFFICIENTNETS
-        self.backbone, channels = build_backbone(config.backbone, shift_last_stride=shift)
+        self.backbone, channels = build_backbone(
+            config.backbone, shift_last_stride=shift, stride=config.stride)
         self.head = MetrabsHead(channels, config)
         if output_skeletons is None:
             output_skeletons = OutputSkeletons.identity(make_skeleton_from_indices(

@@ -37,7 +37,7 @@ class Heatmap25D(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        self.backbone, channels = build_backbone(config.backbone)
+        self.backbone, channels = build_backbone(config.backbone, stride=config.stride)
         self.head = nn.Conv2d(channels, config.depth * config.n_joints, kernel_size=1)
         self.register_buffer('mean', torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), False)
         self.register_buffer('std', torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), False)

@@ -39,6 +39,7 @@ class TrainConfig:
     out_dir: str
     backbone: str = 'resnet18'
     crop_side: int = 128
+    stride: int = 32  # 16: ResNet with a dilated last stage, 8x8 heatmaps on 128-pixel crops
     batch_size: int = 16
     steps: int = 20000
     learning_rate: float = 3e-4
@@ -77,7 +78,7 @@ class Trainer:
             model_config = ModelConfig(
                 backbone=config.backbone, joint_names=skeleton.joint_names,
                 joint_edges=skeleton.edges.tolist(), skeleton=SKELETON,
-                crop_side=config.crop_side, input_normalization='imagenet')
+                crop_side=config.crop_side, stride=config.stride, input_normalization='imagenet')
             self.model = Heatmap25D(model_config) if self.baseline else Metrabs(model_config)
             if config.init_from:
                 self._load_initial_weights(config.init_from)
@@ -98,7 +99,8 @@ class Trainer:
             raise ValueError(f'--init-from {source}: crop side {initial.config.crop_side}, '
                              f'not {self.config.crop_side}')
         self.model.load_state_dict(initial.state_dict())
-        print(f'metrabs-train: weights initialized from {source}')
+        print(f'metrabs-train: weights initialized from {source} (stride {initial.config.stride}, '
+              f'training at stride {self.config.stride})')
 
     def _use_bf16(self) -> bool:
         if self.config.precision not in ('auto', 'fp32', 'bf16'):
