@@ -7,7 +7,8 @@ from metrabs_ros.centre_detector import (CentreNet, CentreNetConfig, CentreNetDe
 from metrabs_ros.detection import DetectorError, load_detector
 from metrabs_ros.train.detector_trainer import (DetectorBatch, DetectorTrainConfig,
                                                 DetectorTrainer, centre_targets,
-                                                detector_example)
+                                                detector_example, detector_losses,
+                                                generalized_iou)
 
 BOXES = np.array([[40.0, 30.0, 50.0, 120.0], [200.0, 100.0, 30.0, 60.0]])  # x, y, w, h
 
@@ -31,6 +32,23 @@ def test_decoding_inverts_the_training_targets():
     order = np.argsort(confident[:, 0])
     xyxy = np.concatenate([BOXES[:, :2], BOXES[:, :2] + BOXES[:, 2:]], 1)
     np.testing.assert_allclose(confident[order, :4], xyxy, atol=1e-3)
+
+
+def test_generalized_iou_of_known_boxes():
+    a = torch.tensor([[0.0, 0, 2, 2], [0, 0, 2, 2], [0, 0, 1, 1]])
+    b = torch.tensor([[0.0, 0, 2, 2], [1, 0, 3, 2], [2, 0, 3, 1]])
+    # identical: 1; half-overlapping: IoU 2/6, hull = union; disjoint with a 1x1 gap: 0 - 1/3
+    torch.testing.assert_close(generalized_iou(a, b), torch.tensor([1.0, 1 / 3, -1 / 3]))
+
+
+def test_box_losses_vanish_at_the_exact_encoding_and_grow_with_box_error():
+    exact = encoded_output(BOXES, 16, 20)[None]
+    losses = detector_losses(exact, (BOXES,))
+    assert losses['giou'].item() == pytest.approx(0, abs=1e-5)
+    assert losses['size'].item() == pytest.approx(0, abs=1e-6)
+    too_wide = exact.clone()
+    too_wide[0, 3] += 0.5  # every box e^0.5 = 1.65x too wide
+    assert detector_losses(too_wide, (BOXES,))['giou'].item() > 0.2
 
 
 class EncodedBoxes(torch.nn.Module):
@@ -87,7 +105,7 @@ def test_training_steps_on_a_fixed_batch_decrease_the_loss(tmp_path):
     first = trainer.train_step(batch)
     for _ in range(15):
         last = trainer.train_step(batch)
-    assert set(first) == {'centre', 'offset', 'size', 'total'}
+    assert set(first) == {'centre', 'offset', 'size', 'giou', 'total'}
     assert last['total'] < 0.7 * first['total']
     trainer.save()
     assert DetectorTrainer(trainer.config).step_count == 16
