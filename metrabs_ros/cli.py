@@ -15,7 +15,7 @@ import yaml
 
 from metrabs_ros.bundled import model_and_detector
 from metrabs_ros.camera import DEFAULT_FOV_DEGREES, Camera
-from metrabs_ros.detection import DetectorError, load_detector
+from metrabs_ros.detection import DEFAULT_THRESHOLD, DetectorError, load_detector
 from metrabs_ros.estimator import PoseEstimator
 from metrabs_ros.tracking import PoseTracker
 from metrabs_ros.visualization import overlay_with_3d
@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--skeleton', help='output joint set (default: the model\'s first)')
     parser.add_argument('--num-aug', type=int, default=5, help='test-time augmentations')
     parser.add_argument('--batch-size', type=int, default=64, help='crops per model call')
-    parser.add_argument('--threshold', type=float, default=0.3, help='detector score threshold')
+    parser.add_argument('--threshold', type=float, default=DEFAULT_THRESHOLD, help='detector score threshold')
     parser.add_argument('--max-detections', type=int, default=-1)
     parser.add_argument('--keep-implausible', action='store_true',
                         help='do not suppress implausible poses and duplicates')

@@ -25,6 +25,9 @@ TORCHVISION_DETECTORS = (
     'retinanet_resnet50_fpn_v2', 'ssdlite320_mobilenet_v3_large', 'ssd300_vgg16', 'fcos_resnet50_fpn')
 
 
+DEFAULT_THRESHOLD = 0.3  # detector score threshold of the CLI, the node and metrabs-eval
+
+
 class DetectorError(RuntimeError):
     """A detector could not be loaded."""
 
@@ -35,7 +38,7 @@ class PersonDetector(abc.ABC):
     module: torch.nn.Module
     device: torch.device = torch.device('cpu')
 
-    def __call__(self, image: np.ndarray, threshold: float = 0.3, nms_iou_threshold: float = 0.7,
+    def __call__(self, image: np.ndarray, threshold: float = DEFAULT_THRESHOLD, nms_iou_threshold: float = 0.7,
                  max_detections: int = -1, flip_aug: bool = False) -> np.ndarray:
         """(H, W, 3) uint8 RGB -> (D, 5) boxes [x, y, w, h, score], best first."""
         tensor = torch.from_numpy(np.ascontiguousarray(image)).to(self.device)

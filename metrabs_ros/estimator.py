@@ -16,7 +16,7 @@ from metrabs_ros.camera import DEFAULT_FOV_DEGREES, Camera
 from metrabs_ros.crops import (Augmentations, CropGeometry, crop_geometry, decode_gamma,
                                encode_gamma, image_pyramid, pyramid_levels, sampling_map,
                                uncrop_poses, undistortable_boxes, warp_cv2, warp_torch)
-from metrabs_ros.detection import PersonDetector
+from metrabs_ros.detection import DEFAULT_THRESHOLD, PersonDetector
 from metrabs_ros.model.metrabs import Metrabs
 from metrabs_ros.skeletons import Skeleton, mirror_permutation
 from metrabs_ros.stage_timer import StageTimer
@@ -70,7 +70,7 @@ class PoseEstimator:
         self.domain_note = DomainNote(model.config.training_domain)
 
     def detect_poses(self, image: np.ndarray, camera: Camera | None = None, *,
-                     detector_threshold: float = 0.3, detector_nms_iou_threshold: float = 0.7,
+                     detector_threshold: float = DEFAULT_THRESHOLD, detector_nms_iou_threshold: float = 0.7,
                      max_detections: int = -1, detector_flip_aug: bool = False,
                      suppress_implausible_poses: bool = True, **options) -> PoseResult:
         """Detect people in an RGB uint8 (H, W, 3) image and estimate their poses.

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.functional
 
-from metrabs_ros.detection import DetectorError, PersonDetector
+from metrabs_ros.detection import DEFAULT_THRESHOLD, DetectorError, PersonDetector
 
 INPUT_SIZE = 416
 PAD_MULTIPLE = 32
@@ -113,7 +113,7 @@ class YoloDetector(PersonDetector):
         self.module = network.eval()
         self.to(device)
 
-    def __call__(self, image: np.ndarray, threshold: float = 0.3, nms_iou_threshold: float = 0.7,
+    def __call__(self, image: np.ndarray, threshold: float = DEFAULT_THRESHOLD, nms_iou_threshold: float = 0.7,
                  max_detections: int = -1, flip_aug: bool = False) -> np.ndarray:
         """As PersonDetector; boxes clipped after NMS to the padded input (of the unflipped image)."""
         boxes = super().__call__(image, threshold, nms_iou_threshold, max_detections, flip_aug)

@@ -19,7 +19,7 @@ import numpy as np
 
 from metrabs_ros.bundled import DEFAULT_DETECTOR
 from metrabs_ros.data.dataset import load_sample
-from metrabs_ros.detection import load_detector
+from metrabs_ros.detection import DEFAULT_THRESHOLD, load_detector
 from metrabs_ros.suppression import BOX_COVERAGE, box_coverage
 from metrabs_ros.train.metrics import box_iou
 
@@ -45,7 +45,7 @@ def main(argv=None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('data', type=Path, help='metrabs-synth dataset (training split)')
     parser.add_argument('--detector', default='bundled')
-    parser.add_argument('--threshold', type=float, default=0.3, help='detector score threshold')
+    parser.add_argument('--threshold', type=float, default=DEFAULT_THRESHOLD, help='detector score threshold')
     parser.add_argument('--quantile', type=float, default=0.02,
                         help='fraction of exact poses the rule may drop')
     parser.add_argument('--max-samples', type=int, default=300)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 SetParametersResult)
 
+from metrabs_ros.detection import DEFAULT_THRESHOLD
 from metrabs_ros.ros.input_qos import RELIABILITY_CHOICES
 
 
@@ -61,7 +62,7 @@ PARAMETERS = (
     Param('num_aug', 1, 'test-time augmentations per person', range=(1, 20)),
     Param('internal_batch_size', 64, 'crops per model call', range=(1, 1024)),
     Param('antialias_factor', 1, 'crop supersampling factor', range=(1, 4)),
-    Param('detector_threshold', 0.3, 'detector score threshold', range=(0.0, 1.0)),
+    Param('detector_threshold', DEFAULT_THRESHOLD, 'detector score threshold', range=(0.0, 1.0)),
     Param('detector_nms_iou_threshold', 0.7, 'detector NMS IoU threshold', range=(0.0, 1.0)),
     Param('max_detections', -1, 'people per image, -1 = no limit', range=(-1, 1000)),
     Param('suppress_implausible_poses', True, 'drop implausible poses and duplicates'),

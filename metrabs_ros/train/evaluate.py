@@ -17,6 +17,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from metrabs_ros.data.generator import Sample
+from metrabs_ros.detection import DEFAULT_THRESHOLD
 from metrabs_ros.train.metrics import (AUC_THRESHOLDS_M, PCK_THRESHOLD_M, average_precision,
                                        joint_errors, matched_detections, procrustes_errors)
 
@@ -234,7 +235,7 @@ def main(argv=None) -> int:
                         help='also report this detector\'s box AP@0.5 (scores from 0.05), '
                              'and its recall and false positives per image at '
                              '--detector-threshold')
-    parser.add_argument('--detector-threshold', type=float, default=0.3,
+    parser.add_argument('--detector-threshold', type=float, default=DEFAULT_THRESHOLD,
                         help='operating score threshold (the node\'s detector_threshold default)')
     parser.add_argument('--baseline-from', type=Path, default=None, metavar='TRAIN_SET',
                         help='metrabs-synth training set (--split train) whose mean pose is the '
