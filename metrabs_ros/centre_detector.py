@@ -93,12 +93,18 @@ def decode(output: torch.Tensor, max_candidates: int) -> torch.Tensor:
     scores = (heat * peaks).flatten()
     scores, index = scores.topk(min(max_candidates, scores.numel()))
     width = output.shape[-1]
-    rows, cols = index // width, index % width
-    cx = (cols + output[1].flatten()[index]) * OUTPUT_STRIDE
-    cy = (rows + output[2].flatten()[index]) * OUTPUT_STRIDE
-    half_w = output[3].flatten()[index].clamp(max=8).exp() * OUTPUT_STRIDE / 2
-    half_h = output[4].flatten()[index].clamp(max=8).exp() * OUTPUT_STRIDE / 2
-    return torch.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h, scores], dim=1)
+    cells = torch.stack([index // width, index % width], dim=1)
+    encoding = output[1:5].flatten(1)[:, index].T  # (D, 4): offset x, y, log width, height
+    boxes = cell_boxes(cells, encoding[:, :2], encoding[:, 2:]) * OUTPUT_STRIDE
+    return torch.cat([boxes, scores[:, None]], dim=1)
+
+
+def cell_boxes(cells: torch.Tensor, offsets: torch.Tensor, log_sizes: torch.Tensor) -> torch.Tensor:
+    """The box encoding decoded: centre cells (P, 2) row, col, offsets (P, 2) x, y and log sizes
+    (P, 2) width, height, in grid cells -> (P, 4) x0, y0, x1, y1 in grid cells."""
+    centres = cells.flip(-1).to(offsets.dtype) + offsets
+    half = log_sizes.clamp(max=8).exp() / 2
+    return torch.cat([centres - half, centres + half], dim=-1)
 
 
 class CentreNetDetector(PersonDetector):

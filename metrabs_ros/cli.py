@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--skeleton', help='output joint set (default: the model\'s first)')
     parser.add_argument('--num-aug', type=int, default=5, help='test-time augmentations')
     parser.add_argument('--batch-size', type=int, default=64, help='crops per model call')
-    parser.add_argument('--threshold', type=float, default=DEFAULT_THRESHOLD, help='detector score threshold')
+    parser.add_argument('--threshold', type=float, default=DEFAULT_THRESHOLD,
+                        help='detector score threshold')
     parser.add_argument('--max-detections', type=int, default=-1)
     parser.add_argument('--keep-implausible', action='store_true',
                         help='do not suppress implausible poses and duplicates')

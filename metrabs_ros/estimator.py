@@ -70,7 +70,8 @@ class PoseEstimator:
         self.domain_note = DomainNote(model.config.training_domain)
 
     def detect_poses(self, image: np.ndarray, camera: Camera | None = None, *,
-                     detector_threshold: float = DEFAULT_THRESHOLD, detector_nms_iou_threshold: float = 0.7,
+                     detector_threshold: float = DEFAULT_THRESHOLD,
+                     detector_nms_iou_threshold: float = 0.7,
                      max_detections: int = -1, detector_flip_aug: bool = False,
                      suppress_implausible_poses: bool = True, **options) -> PoseResult:
         """Detect people in an RGB uint8 (H, W, 3) image and estimate their poses.

@@ -45,7 +45,8 @@ def main(argv=None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('data', type=Path, help='metrabs-synth dataset (training split)')
     parser.add_argument('--detector', default='bundled')
-    parser.add_argument('--threshold', type=float, default=DEFAULT_THRESHOLD, help='detector score threshold')
+    parser.add_argument('--threshold', type=float, default=DEFAULT_THRESHOLD,
+                        help='detector score threshold')
     parser.add_argument('--quantile', type=float, default=0.02,
                         help='fraction of exact poses the rule may drop')
     parser.add_argument('--max-samples', type=int, default=300)

@@ -38,10 +38,7 @@ def build_backbone(name: str, shift_last_stride: bool = False,
     weights and module names are those of stride 32, so either loads the other's state dict, and
     a 128-pixel crop gets an 8x8 heatmap instead of 4x4.
     """
-    if stride not in STRIDES:
-        raise ValueError(f'stride must be one of {STRIDES}, got {stride}')
-    if stride != STRIDE and name not in RESNETS:
-        raise ValueError(f'stride {stride} is available for ResNet backbones only, not {name!r}')
+    check_stride(name, stride)
     if name in RESNETS:
         resnet = getattr(torchvision.models, name)(weights=None)
         if stride == 16:
@@ -54,6 +51,14 @@ def build_backbone(name: str, shift_last_stride: bool = False,
             _shift_last_stride(features)
         return features, features[-1].out_channels
     raise ValueError(f'unknown backbone {name!r}; known: {list(BACKBONES)}')
+
+
+def check_stride(name: str, stride: int) -> None:
+    """Raise ValueError unless `name` can be built at output stride `stride`."""
+    if stride not in STRIDES:
+        raise ValueError(f'stride must be one of {STRIDES}, got {stride}')
+    if stride != STRIDE and name not in RESNETS:
+        raise ValueError(f'stride {stride} is available for ResNet backbones only, not {name!r}')
 
 
 def _dilate_last_stage(stage: nn.Sequential) -> None:

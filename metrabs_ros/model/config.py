@@ -5,7 +5,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from metrabs_ros.crops import CROP_GEOMETRIES
-from metrabs_ros.model.backbones import BACKBONES, RESNETS, STRIDES
+from metrabs_ros.model.backbones import BACKBONES, check_stride
 from metrabs_ros.model.reconstruct import SOLVE_NORMALIZATIONS
 
 INPUT_NORMALIZATIONS = ('plus_minus_one', 'imagenet')
@@ -76,9 +76,7 @@ class ModelConfig:
             raise ValueError(f'unknown backbone {self.backbone!r}; known: {sorted(BACKBONES)}')
         if not self.joint_names:
             raise ValueError('joint_names must not be empty')
-        if self.stride not in STRIDES or (self.stride != 32 and self.backbone not in RESNETS):
-            raise ValueError(f'stride must be 32, or 16 with a ResNet backbone; got {self.stride} '
-                             f'with {self.backbone!r}')
+        check_stride(self.backbone, self.stride)
         if self.crop_side <= 0 or self.crop_side % self.stride:
             raise ValueError(
                 f'crop_side must be a positive multiple of the stride {self.stride}, '

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from metrabs_ros.centre_detector import (OUTPUT_STRIDE, PAD_MULTIPLE, CentreNet, CentreNetConfig,
-                                         input_scale, is_centre_net_directory, load_centre_net,
+                                         cell_boxes, input_scale, is_centre_net_directory, load_centre_net,
                                          normalize, save_centre_net)
 from metrabs_ros.estimator import resolve_device
 from metrabs_ros.train.loop import (batch_iterator, config_from_command_line, optimizer_step,
@@ -125,21 +125,13 @@ def detector_losses(output: torch.Tensor, boxes: tuple[np.ndarray, ...]) -> dict
         sizes = torch.from_numpy(np.concatenate(sizes)).to(output.device)
         losses['offset'] = F.l1_loss(at_centres[:, 1:3], offsets)
         losses['size'] = F.l1_loss(at_centres[:, 3:5], sizes)
-        predicted = cell_boxes(cells, at_centres[:, 1:3], at_centres[:, 3:5].clamp(max=8))
+        predicted = cell_boxes(cells, at_centres[:, 1:3], at_centres[:, 3:5])
         losses['giou'] = (1 - generalized_iou(predicted, cell_boxes(cells, offsets, sizes))).mean()
     else:
         losses['offset'] = losses['size'] = losses['giou'] = output.sum() * 0
     losses['total'] = (losses['centre'] + losses['offset'] + SIZE_LOSS_FACTOR * losses['size'] +
                        GIOU_LOSS_FACTOR * losses['giou'])
     return losses
-
-
-def cell_boxes(cells: torch.Tensor, offsets: torch.Tensor, log_sizes: torch.Tensor) -> torch.Tensor:
-    """Centre cells (P, 2) row, col + offsets (P, 2) + log sizes (P, 2) -> (P, 4) x0, y0, x1, y1
-    in grid cells."""
-    centres = cells.flip(-1).to(offsets.dtype) + offsets
-    half = log_sizes.exp() / 2
-    return torch.cat([centres - half, centres + half], dim=-1)
 
 
 def generalized_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
