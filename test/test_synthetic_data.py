@@ -138,3 +138,80 @@ def test_dataset_round_trip(tmp_path):
     write_dataset(again, 3, TEST_CLIPS, seed=5, config=SMALL)
     for name in ('000002.png', '000002.npz', 'index.json'):
         assert (again / name).read_bytes() == (tmp_path / 'test' / name).read_bytes()
+
+
+def test_numpy_kinematics_matches_pybullet_link_frames():
+    """The humanoid's forward kinematics (numpy, from the URDF) gives the link frames pybullet
+    reports for the same clip rows, roots and turns, mixed poses and the second body included."""
+    pybullet = pytest.importorskip('pybullet')
+    from metrabs_ros.data.humanoid import URDF, URDF_SCALE, Humanoid, data_path
+    from metrabs_ros.data.pose_mixing import mixed_frame
+    client = pybullet.connect(pybullet.DIRECT)
+    try:
+        pybullet.setAdditionalSearchPath(str(data_path()), physicsClientId=client)
+        reference = [pybullet.loadURDF(URDF, globalScaling=URDF_SCALE, useFixedBase=True,
+                                       physicsClientId=client,
+                                       flags=pybullet.URDF_MAINTAIN_LINK_ORDER)
+                     for _ in range(2)]
+        humanoid = Humanoid(n_bodies=2)
+        rng = np.random.default_rng(3)
+        clips = [load_clip(c) for c in CLIPS]
+        checked = 0
+        for i in range(60):
+            rows = clips[i % len(clips)]
+            frame = rows[rng.integers(len(rows))]
+            if abs(np.linalg.norm(frame[4:8]) - 1) > 1e-6:
+                continue  # pybullet distorts bodies with a non-unit root quaternion
+            if i % 3 == 0:
+                frame = mixed_frame(frame, clips, rng)
+            root, yaw, body = rng.normal(size=3), rng.uniform(-np.pi, np.pi), i % 2
+            humanoid.set_pose(frame, root, yaw, body=body)
+            _pose_with_pybullet(pybullet, client, reference[body], frame, root, yaw)
+            states = pybullet.getLinkStates(reference[body], list(range(humanoid.n_links)),
+                                            physicsClientId=client)
+            positions = np.array([s[4] for s in states])
+            rotations = np.array([np.reshape(pybullet.getMatrixFromQuaternion(s[5]), (3, 3))
+                                  for s in states])
+            np.testing.assert_allclose(humanoid.joints_world(body), positions, atol=1e-5)
+            np.testing.assert_allclose(humanoid.link_rotations(body), rotations, atol=1e-5)
+            checked += 1
+        assert checked >= 40
+    finally:
+        pybullet.disconnect(client)
+
+
+def _pose_with_pybullet(pybullet, client, body, frame, root, yaw):
+    from metrabs_ros.data.humanoid import CLIP_JOINTS, _quat_multiply
+    w, x, y, z = frame[4:8]
+    turn = np.array([0.0, np.sin(yaw / 2), 0.0, np.cos(yaw / 2)])
+    pybullet.resetBasePositionAndOrientation(
+        body, list(root), _quat_multiply(turn, np.array([x, y, z, w])).tolist(),
+        physicsClientId=client)
+    column = 8
+    for link, kind in CLIP_JOINTS:
+        if kind == 'sphere':
+            w, x, y, z = frame[column:column + 4]
+            pybullet.resetJointStateMultiDof(body, link, [x, y, z, w], physicsClientId=client)
+            column += 4
+        else:
+            pybullet.resetJointState(body, link, frame[column], physicsClientId=client)
+            column += 1
+
+
+def test_humanoid_data_folder_can_be_given_without_pybullet(tmp_path, monkeypatch):
+    """$METRABS_HUMANOID_DATA points the humanoid at a copy of the URDF and clips (a machine
+    without pybullet); a folder without them fails with the path in the error."""
+    import shutil
+    from metrabs_ros.data import humanoid
+    source = humanoid.data_path()
+    (tmp_path / 'humanoid').mkdir()
+    shutil.copy(source / humanoid.URDF, tmp_path / humanoid.URDF)
+    shutil.copytree(source / humanoid.MOTIONS_DIR, tmp_path / humanoid.MOTIONS_DIR)
+    monkeypatch.setenv('METRABS_HUMANOID_DATA', str(tmp_path))
+    assert humanoid.data_path() == tmp_path
+    tree = humanoid.kinematic_tree(tmp_path / humanoid.URDF)
+    assert len(tree.parents) == 15 and tree.kinds.count('spherical') == 8
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match='empty'):
+        humanoid.kinematic_tree(empty / humanoid.URDF)
