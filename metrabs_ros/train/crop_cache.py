@@ -105,7 +105,8 @@ class CachedBatches(torch.utils.data.IterableDataset):
             which = rng.choice(len(chunks), self.batch_size, p=sizes / sizes.sum())
             picked = [(chunks[c], int(rng.integers(sizes[c]))) for c in which]
             crops = np.stack([jitter_colour(chunk.crops[i].astype(np.float32) / 255, rng,
-                                            self.colour_jitter) for chunk, i in picked])
+                                            self.colour_jitter, channel_axis=0)
+                              for chunk, i in picked])
             yield Batch(crops.astype(np.float32), *(
                 np.stack([getattr(chunk, f)[i] for chunk, i in picked]) for f in FIELDS[1:]))
 

@@ -83,9 +83,11 @@ def jitter_box(box: np.ndarray, rng: np.random.Generator, shift: float) -> np.nd
     return np.array([x + dx, y + dy, w, h])
 
 
-def jitter_colour(crop: np.ndarray, rng: np.random.Generator, amount: float) -> np.ndarray:
-    """Random brightness, contrast and saturation changes of an RGB crop in [0, 1]."""
-    grey = crop.mean(axis=-1, keepdims=True)
+def jitter_colour(crop: np.ndarray, rng: np.random.Generator, amount: float,
+                  channel_axis: int = -1) -> np.ndarray:
+    """Random brightness, contrast and saturation changes of an RGB crop in [0, 1] (channels on
+    `channel_axis`: -1 for (H, W, 3), 0 for (3, H, W))."""
+    grey = crop.mean(axis=channel_axis, keepdims=True)
     crop = grey + (crop - grey) * rng.uniform(1 - amount, 1 + amount)
     crop = crop.mean() + (crop - crop.mean()) * rng.uniform(1 - amount, 1 + amount)
     return np.clip(crop * rng.uniform(1 - amount, 1 + amount), 0, 1)
