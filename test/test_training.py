@@ -153,3 +153,61 @@ def test_bfloat16_backbone_stays_close_to_float32(batch, tmp_path):
     with pytest.raises(ValueError, match='precision'):
         Trainer(TrainConfig(str(tmp_path / 'other'), crop_side=64, device='cpu',
                             precision='half'))
+
+
+def test_time_budget_decays_the_learning_rate_over_time_and_stops_the_run(batch, tmp_path):
+    """--time-budget-s: the cosine decay follows the clock (1 at the start, 0.5 halfway, 0 at
+    the end) and the loop stops once the budget is spent, saving a checkpoint."""
+    import json
+    config = TrainConfig(str(tmp_path / 'run'), crop_side=64, batch_size=2, warmup_steps=1,
+                         steps=10**6, time_budget_s=100.0, device='cpu')
+    trainer = Trainer(config)
+    trainer.started -= 50.0  # halfway through the budget
+    assert trainer._lr_factor(10) == pytest.approx(0.5, abs=0.01)
+    trainer.started -= 60.0  # past the end
+    assert trainer._lr_factor(10) == 0.0
+    trainer.batches = lambda: iter([batch] * 1000)
+    trainer.run()
+    log = (tmp_path / 'run' / 'train_log.jsonl').read_text().splitlines()
+    assert len(log) == 1 and json.loads(log[0])['step'] == 1  # stopped after one step
+    assert (tmp_path / 'run' / 'model' / 'model.safetensors').exists()
+
+
+def test_channels_last_training_matches_and_saves_a_loadable_checkpoint(batch, tmp_path):
+    from metrabs_ros.weights import load_checkpoint
+    losses = []
+    for channels_last in (False, True):
+        torch.manual_seed(0)
+        trainer = Trainer(TrainConfig(str(tmp_path / f'run_{channels_last}'), crop_side=64,
+                                      channels_last=channels_last, precision='fp32',
+                                      device='cpu'))
+        losses.append(trainer.train_step(batch)['total'])
+        trainer.save()
+    assert losses[1] == pytest.approx(losses[0], rel=1e-4)
+    model = load_checkpoint(tmp_path / 'run_True' / 'model')
+    assert all(p.is_contiguous() for p in model.state_dict().values())
+
+
+def test_boolean_options_parse_true_and_false_and_refuse_other_words(tmp_path, capsys):
+    from metrabs_ros.train.loop import config_from_command_line
+    parse = lambda *a: config_from_command_line(TrainConfig, 'metrabs-train', '',  # noqa: E731
+                                                [str(tmp_path), *a])
+    assert parse('--channels-last', 'true').channels_last is True
+    assert parse('--channels-last', '0').channels_last is False
+    assert parse().channels_last is False
+    with pytest.raises(SystemExit):
+        parse('--channels-last', 'maybe')
+    assert '--channels-last' in capsys.readouterr().err
+
+
+def test_colour_jitter_acts_on_the_channel_axis_of_either_layout():
+    """Saturation mixes each pixel with its own grey: a (3, H, W) crop jittered with
+    channel_axis=0 equals the (H, W, 3) crop jittered with the same draws."""
+    from metrabs_ros.train.examples import jitter_colour
+    crop = np.random.default_rng(1).random((8, 8, 3)).astype(np.float32)
+    hwc = jitter_colour(crop, np.random.default_rng(5), 0.3)
+    chw = jitter_colour(crop.transpose(2, 0, 1), np.random.default_rng(5), 0.3, channel_axis=0)
+    np.testing.assert_allclose(chw.transpose(1, 2, 0), hwc, atol=1e-6)
+    grey = np.repeat(crop[..., :1], 3, axis=-1)  # grey pixels stay grey
+    out = jitter_colour(grey.transpose(2, 0, 1), np.random.default_rng(5), 0.3, channel_axis=0)
+    np.testing.assert_allclose(out[0], out[1], atol=1e-6)

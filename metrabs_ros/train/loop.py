@@ -12,6 +12,7 @@ import itertools
 import json
 import math
 import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,14 +23,22 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
     """Learning-rate factor: linear warm-up to 1, then cosine decay to 0 at total_steps."""
     if step < warmup_steps:
         return (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return 0.5 * (1 + math.cos(math.pi * progress))
+    return cosine_decay((step - warmup_steps) / max(1, total_steps - warmup_steps))
+
+
+def cosine_decay(progress: float) -> float:
+    """Learning-rate factor 1 at progress 0 falling to 0 at progress 1 (and after)."""
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, max(0.0, progress))))
 
 
 def run_training(trainer, name: str) -> None:
-    """Train until trainer.config.steps; on SIGTERM or Ctrl-C save a checkpoint and stop."""
+    """Train until trainer.config.steps, or until config.time_budget_s (where the config has
+    one, > 0) has passed since trainer.started; on SIGTERM or Ctrl-C save a checkpoint and
+    stop."""
     from tqdm import tqdm
     config = trainer.config
+    budget = getattr(config, 'time_budget_s', 0.0)
+    started = getattr(trainer, 'started', time.monotonic())
     trainer.out_dir.mkdir(parents=True, exist_ok=True)
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
@@ -44,6 +53,10 @@ def run_training(trainer, name: str) -> None:
                     if trainer.step_count % config.checkpoint_every == 0:
                         trainer.save()
                     if trainer.step_count >= config.steps:
+                        break
+                    if budget > 0 and time.monotonic() - started >= budget:
+                        print(f'{name}: time budget of {budget:g} s spent at step '
+                              f'{trainer.step_count}')
                         break
     except KeyboardInterrupt:
         print(f'{name}: interrupted at step {trainer.step_count}; checkpoint saved')
@@ -125,6 +138,15 @@ def config_from_command_line(config_class, prog: str, description: str, argv=Non
     parser.add_argument('out_dir')
     for field in dataclasses.fields(config_class):
         if field.name != 'out_dir':
-            parser.add_argument('--' + field.name.replace('_', '-'), type=type(field.default),
+            kind = _parse_bool if isinstance(field.default, bool) else type(field.default)
+            parser.add_argument('--' + field.name.replace('_', '-'), type=kind,
                                 default=field.default)
     return config_class(**vars(parser.parse_args(argv)))
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ('1', 'true', 'yes', 'on'):
+        return True
+    if text.lower() in ('0', 'false', 'no', 'off'):
+        return False
+    raise ValueError(f'expected true or false, got {text!r}')

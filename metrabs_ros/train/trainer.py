@@ -12,6 +12,7 @@ Checkpoints: out_dir/model (project format) + out_dir/train_state.pt.
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,9 +26,9 @@ from metrabs_ros.skeletons import get_skeleton
 from metrabs_ros.train.baseline_25d import (Heatmap25D, is_25d_directory, load_25d, losses_25d,
                                             save_25d)
 from metrabs_ros.train.examples import Batch, training_crops
-from metrabs_ros.train.loop import (batch_iterator, config_from_command_line, optimizer_step,
-                                     rendered_samples, restore_training_state, run_training,
-                                     save_training_state, warmup_cosine)
+from metrabs_ros.train.loop import (batch_iterator, config_from_command_line, cosine_decay,
+                                     optimizer_step, rendered_samples, restore_training_state,
+                                     run_training, save_training_state, warmup_cosine)
 from metrabs_ros.train.losses import absolute_loss_weight, metrabs_losses
 from metrabs_ros.weights import load_checkpoint, save_checkpoint
 
@@ -57,6 +58,10 @@ class TrainConfig:
     init_from: str = ''  # a model directory (or 'bundled') whose weights start a new run
     precision: str = 'auto'  # 'fp32', 'bf16' (backbone autocast) or 'auto'
     pose_mixing: float = 0.0  # rendering live: probability of limbs spliced from other frames
+    # > 0: stop after this many seconds in this process, the cosine decay running over that time
+    # instead of over `steps` (a leased GPU: fixed time, unknown step rate)
+    time_budget_s: float = 0.0
+    channels_last: bool = False  # NHWC activations (faster bfloat16 convolutions on GPUs)
 
 
 class Trainer:
@@ -85,6 +90,9 @@ class Trainer:
         if self._use_bf16():
             self.model.backbone_autocast = torch.bfloat16
         self.model.to(self.device).train()
+        if config.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.started = time.monotonic()
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.learning_rate,
                                            weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
@@ -113,6 +121,10 @@ class Trainer:
         return self.config.precision == 'bf16'
 
     def _lr_factor(self, step: int) -> float:
+        budget = self.config.time_budget_s
+        if budget > 0:
+            progress = (time.monotonic() - self.started) / budget
+            return min(1.0, (step + 1) / max(1, self.config.warmup_steps)) * cosine_decay(progress)
         return warmup_cosine(step, self.config.warmup_steps, self.config.steps)
 
     def train_step(self, batch: Batch) -> dict[str, float]:
@@ -120,6 +132,8 @@ class Trainer:
         to = lambda a: torch.from_numpy(a).to(self.device)  # noqa: E731
         crops, intrinsics, targets3d, targets2d = (to(a) for a in (
             batch.crops, batch.intrinsics, batch.targets3d, batch.targets2d))
+        if self.config.channels_last:
+            crops = crops.contiguous(memory_format=torch.channels_last)
         output = self.model(crops, intrinsics)
         if self.baseline:
             losses = losses_25d(*output, targets3d, targets2d, self.config.crop_side)
@@ -153,8 +167,9 @@ class Trainer:
         from the crop caches in data_dir."""
         if self.config.data_dir:
             from metrabs_ros.train.crop_cache import CachedBatches
-            return iter(CachedBatches(self.config.data_dir, self.config.batch_size,
-                                      self.config.seed + self.step_count))
+            return batch_iterator(CachedBatches(self.config.data_dir, self.config.batch_size,
+                                                self.config.seed + self.step_count),
+                                  self.config.data_workers)
         dataset = RenderedBatches(self.config, self.mirror, first_sample=self.step_count *
                                   self.config.batch_size)
         return batch_iterator(dataset, self.config.data_workers)
