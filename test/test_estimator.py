@@ -77,6 +77,23 @@ def test_real_model_batch_size_and_all_augmentations():
     assert np.abs(CAMERA.project(many.poses3d) - many.poses2d).max() > 0.01
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU; none on this machine')
+@pytest.mark.parametrize('crop_backend', ['cv2', 'torch'])
+def test_cuda_estimator_matches_cpu(crop_backend):
+    """The whole estimator on the GPU (crops, fp16 model, skeleton selection, reconstruction)
+    gives the CPU's poses."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(backbone='resnet18', joint_names=SKELETON.joint_names,
+                      joint_edges=SKELETON.edges.tolist(), skeleton='smpl_24', crop_side=128)
+    model = Metrabs(cfg)
+    _, boxes = people()
+    cpu = PoseEstimator(model, device='cpu').estimate_poses(IMAGE, boxes, CAMERA, num_aug=3)
+    gpu = PoseEstimator(model, device='cuda', crop_backend=crop_backend).estimate_poses(
+        IMAGE, boxes, CAMERA, num_aug=3)
+    assert gpu.poses3d.shape == cpu.poses3d.shape == (3, 24, 3)
+    assert np.median(np.linalg.norm(gpu.poses3d - cpu.poses3d, axis=-1)) < 0.05
+
+
 @pytest.mark.parametrize('antialias', [1, 2])
 def test_cv2_and_batched_torch_crop_paths_agree_end_to_end(antialias):
     torch.manual_seed(0)

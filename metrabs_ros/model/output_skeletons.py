@@ -54,10 +54,10 @@ class OutputSkeletons(nn.Module):
     def select(self, poses_raw: torch.Tensor, name: str) -> torch.Tensor:
         """(..., J_raw, C) raw-joint poses -> (..., J, C) poses of skeleton `name`."""
         name = self._check(name)
-        if self.joint_transform is not None:
-            poses_raw = torch.einsum(
-                '...jc,jk->...kc', poses_raw, self.joint_transform.to(poses_raw.dtype))
-        return poses_raw.index_select(-2, self.indices(name))
+        if self.joint_transform is not None:  # the buffers follow the model; poses may not
+            poses_raw = torch.einsum('...jc,jk->...kc', poses_raw, self.joint_transform.to(
+                poses_raw.device, poses_raw.dtype))
+        return poses_raw.index_select(-2, self.indices(name).to(poses_raw.device))
 
     def _check(self, name: str) -> str:
         if name not in self.skeletons:
