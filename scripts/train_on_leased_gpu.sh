@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# One leased-GPU session, as one command (see docs/training_bundled_model.md, "GPU round"):
+# CUDA test, GPU benchmark options, then pose training from the bundled weights on crops that
+# the machine's CPU cores render meanwhile, until the wall-clock deadline; the weights come back
+# split in four files (the device tool returns files of at most 16 MiB).
+#
+#   bash scripts/train_on_leased_gpu.sh OUT SECONDS
+#
+# Expects: python3 with torch (CUDA), numpy, opencv, scipy, scikit-image, safetensors, tqdm;
+# the humanoid URDF and motion clips in $METRABS_HUMANOID_DATA (no pybullet needed).
+set -u
+out=${1:?OUT folder}; total=${2:?seconds for the whole script}
+start=$(date +%s); deadline=$((start + total))
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+cache=/tmp/gpu_cache; run=/tmp/gpu_run; renderers=${RENDERERS:-11}; loaders=${LOADERS:-4}; device=${DEVICE:-cuda}
+mkdir -p "$out" "$cache"
+log() { echo "[$(( $(date +%s) - start )) s] $*"; }
+
+log "GPU: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader)"
+log "cores: $(nproc); python $(python3 -V 2>&1); torch $(python3 -c 'import torch;print(torch.__version__)')"
+for k in $(seq 0 $((renderers - 1))); do
+  OMP_NUM_THREADS=1 python3 -m metrabs_ros.train.crop_cache "$cache" --chunks 4000 --seed 21 \
+    --pose-mixing 0.5 --worker "$k" --workers "$renderers" >"/tmp/render_$k.log" 2>&1 &
+done
+
+log "CUDA test"
+timeout 120 python3 -m pytest -q -p no:cacheprovider test/test_model.py -k cuda 2>&1 | tail -3
+
+log "benchmarks: model throughput (GPU options)"
+for opts in "--dtype float32" "--dtype float16" "--dtype bfloat16" \
+            "--dtype bfloat16 --channels-last" "--dtype bfloat16 --channels-last --compile"; do
+  log "model_throughput $opts"
+  timeout 150 python3 benchmarks/model_throughput.py --device "$device" --seconds 1 \
+    --batch-sizes ${BENCH_BATCHES:-1 8 64 256} $opts 2>&1 | grep -v "^$" | tail -8
+done
+log "benchmarks: estimator stages (GPU crops)"
+timeout 90 python3 benchmarks/estimator_stages.py --device "$device" --images 3 --people 1 3 10 \
+  --num-aug 1 5 2>&1 | tail -10
+log "benchmarks: training step"
+timeout 90 python3 benchmarks/training_throughput.py --device "$device" --batch-size 128 --samples 20 \
+  --steps 20 2>&1 | tail -8
+
+chunks=$(ls -d "$cache"/chunk_????? 2>/dev/null | wc -l)
+log "rendered so far: $chunks chunks"
+while [ "$chunks" -lt 8 ] && [ "$(date +%s)" -lt $((deadline - 120)) ]; do
+  sleep 5; chunks=$(ls -d "$cache"/chunk_????? 2>/dev/null | wc -l)
+done
+budget=$((deadline - $(date +%s) - 45))
+log "training for $budget s"
+python3 -m metrabs_ros.train.trainer "$run" --data-dir "$cache" --init-from bundled --stride 16 \
+  --batch-size "${BATCH:-128}" --learning-rate "${LR:-1e-3}" --warmup-steps 300 \
+  --absolute-loss-start 0 --absolute-loss-ramp 1 --steps 1000000 --checkpoint-every 5000 \
+  --time-budget-s "$budget" --data-workers "$loaders" --channels-last true --device "$device" \
+  2>&1 | tr '\r' '\n' | grep -v "it/s\]$\|s/it\]$" | tail -5
+pkill -f metrabs_ros.train.crop_cache
+log "rendered: $(ls -d "$cache"/chunk_????? | wc -l) chunks, $(python3 -c "
+import numpy as np, glob
+print(sum(np.load(p, mmap_mode='r').shape[0] for p in glob.glob('$cache/chunk_?????/crops.npy')))") crops"
+log "steps: $(tail -1 "$run/train_log.jsonl")"
+python3 - "$run" "$out" <<'PY'
+import sys, shutil
+from pathlib import Path
+from safetensors.torch import load_file, save_file
+run, out = Path(sys.argv[1]), Path(sys.argv[2])
+tensors = load_file(run / 'model' / 'model.safetensors')
+parts = [{}, {}, {}, {}]  # float32, balanced by size: each file well under 16 MiB
+sizes = [0] * len(parts)
+for name, tensor in sorted(tensors.items(), key=lambda kv: -kv[1].numel()):
+    smallest = sizes.index(min(sizes))
+    parts[smallest][name] = tensor
+    sizes[smallest] += tensor.numel() * tensor.element_size()
+for i, part in enumerate(parts):
+    save_file(part, out / f'model_part{i + 1}.safetensors')
+shutil.copy(run / 'model' / 'config.json', out / 'config.json')
+shutil.copy(run / 'train_log.jsonl', out / 'train_log.jsonl')
+PY
+cat /tmp/render_0.log | tail -2
+log "done"
