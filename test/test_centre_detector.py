@@ -109,3 +109,17 @@ def test_training_steps_on_a_fixed_batch_decrease_the_loss(tmp_path):
     assert last['total'] < 0.7 * first['total']
     trainer.save()
     assert DetectorTrainer(trainer.config).step_count == 16
+
+
+def test_detector_time_budget_sets_the_learning_rate_by_the_clock(tmp_path):
+    """metrabs-train-detector --time-budget-s: full rate after warm-up at the start, half at
+    half the budget, none after it (the same schedule as metrabs-train)."""
+    trainer = DetectorTrainer(DetectorTrainConfig(str(tmp_path / 'run'), input_side=128,
+                                                  warmup_steps=1, time_budget_s=100.0,
+                                                  device='cpu'))
+    factor = trainer.scheduler.lr_lambdas[0]
+    assert factor(5) == pytest.approx(1.0, abs=0.01)
+    trainer.started -= 50.0
+    assert factor(5) == pytest.approx(0.5, abs=0.01)
+    trainer.started -= 60.0
+    assert factor(5) == 0.0

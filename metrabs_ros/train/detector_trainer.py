@@ -10,6 +10,7 @@ out_dir/train_state.pt; --init-from starts from another detector's weights (e.g.
 from __future__ import annotations
 
 import itertools
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from metrabs_ros.centre_detector import (OUTPUT_STRIDE, PAD_MULTIPLE, CentreNet,
 from metrabs_ros.estimator import resolve_device
 from metrabs_ros.train.loop import (batch_iterator, config_from_command_line, optimizer_step,
                                      rendered_samples, restore_training_state, run_training,
-                                     save_training_state, warmup_cosine)
+                                     save_training_state, scheduled_lr_factor)
 
 SIZE_LOSS_FACTOR = 0.5
 GIOU_LOSS_FACTOR = 1.0
@@ -45,6 +46,7 @@ class DetectorTrainConfig:
     data_workers: int = 1
     init_from: str = ''  # a detector directory (or 'bundled') whose weights start a new run
     pose_mixing: float = 0.0  # probability of limbs spliced from other clip frames
+    time_budget_s: float = 0.0  # > 0: stop after this many seconds, decaying over that time
 
 
 @dataclass(frozen=True)
@@ -159,8 +161,9 @@ class DetectorTrainer:
         self.network.to(self.device).train()
         self.optimizer = torch.optim.AdamW(self.network.parameters(), lr=config.learning_rate,
                                            weight_decay=config.weight_decay)
+        self.started = time.monotonic()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: warmup_cosine(step, config.warmup_steps, config.steps))
+            self.optimizer, lambda step: scheduled_lr_factor(step, config, self.started))
         self.skipped_steps = 0
         self.step_count = restore_training_state(self.out_dir / 'train_state.pt',
                                                  self.optimizer, self.scheduler)

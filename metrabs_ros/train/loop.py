@@ -26,6 +26,17 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
     return cosine_decay((step - warmup_steps) / max(1, total_steps - warmup_steps))
 
 
+def scheduled_lr_factor(step: int, config, started: float) -> float:
+    """The learning-rate factor of a training config: warm-up then cosine decay over
+    config.steps, or, where config.time_budget_s > 0, over that many seconds since `started`
+    (time.monotonic())."""
+    budget = getattr(config, 'time_budget_s', 0.0)
+    if budget > 0:
+        warm = min(1.0, (step + 1) / max(1, config.warmup_steps))
+        return warm * cosine_decay((time.monotonic() - started) / budget)
+    return warmup_cosine(step, config.warmup_steps, config.steps)
+
+
 def cosine_decay(progress: float) -> float:
     """Learning-rate factor 1 at progress 0 falling to 0 at progress 1 (and after)."""
     return 0.5 * (1 + math.cos(math.pi * min(1.0, max(0.0, progress))))

@@ -26,9 +26,9 @@ from metrabs_ros.skeletons import get_skeleton
 from metrabs_ros.train.baseline_25d import (Heatmap25D, is_25d_directory, load_25d, losses_25d,
                                             save_25d)
 from metrabs_ros.train.examples import Batch, training_crops
-from metrabs_ros.train.loop import (batch_iterator, config_from_command_line, cosine_decay,
-                                     optimizer_step, rendered_samples, restore_training_state,
-                                     run_training, save_training_state, warmup_cosine)
+from metrabs_ros.train.loop import (batch_iterator, config_from_command_line, optimizer_step,
+                                     rendered_samples, restore_training_state, run_training,
+                                     save_training_state, scheduled_lr_factor)
 from metrabs_ros.train.losses import absolute_loss_weight, metrabs_losses
 from metrabs_ros.weights import load_checkpoint, save_checkpoint
 
@@ -121,11 +121,7 @@ class Trainer:
         return self.config.precision == 'bf16'
 
     def _lr_factor(self, step: int) -> float:
-        budget = self.config.time_budget_s
-        if budget > 0:
-            progress = (time.monotonic() - self.started) / budget
-            return min(1.0, (step + 1) / max(1, self.config.warmup_steps)) * cosine_decay(progress)
-        return warmup_cosine(step, self.config.warmup_steps, self.config.steps)
+        return scheduled_lr_factor(step, self.config, self.started)
 
     def train_step(self, batch: Batch) -> dict[str, float]:
         """One optimizer step on a batch; returns the loss terms."""
