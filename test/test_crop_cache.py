@@ -84,6 +84,11 @@ def test_trainer_trains_from_the_cache_and_from_another_models_weights(cache, tm
     for a, b in zip(trainer.model.state_dict().values(), started.model.state_dict().values()):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     assert started.step_count == 0
+    from metrabs_ros.bundled import SYNTHETIC_DOMAIN
+    assert trainer.model.config.training_domain == SYNTHETIC_DOMAIN  # the node's domain note
+    bundled = Trainer(TrainConfig(str(tmp_path / 'd'), stride=16, device='cpu',
+                                  init_from='bundled')).model.config
+    assert (bundled.implausible_pose_rules, bundled.box_coverage) == (False, 0.3)  # bundle's
     with pytest.raises(ValueError, match='crop side 64, not 128'):
         Trainer(TrainConfig(str(tmp_path / 'c'), crop_side=128, device='cpu',
                             init_from=str(tmp_path / 'a' / 'model')))

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from metrabs_ros.bundled import DEFAULT_MODEL, SYNTHETIC_DOMAIN
 from metrabs_ros.estimator import resolve_device
 from metrabs_ros.model import Metrabs, ModelConfig
 from metrabs_ros.model.reconstruct import reconstruct_absolute
@@ -83,7 +84,8 @@ class Trainer:
             model_config = ModelConfig(
                 backbone=config.backbone, joint_names=skeleton.joint_names,
                 joint_edges=skeleton.edges.tolist(), skeleton=SKELETON,
-                crop_side=config.crop_side, stride=config.stride, input_normalization='imagenet')
+                crop_side=config.crop_side, stride=config.stride, input_normalization='imagenet',
+                training_domain=SYNTHETIC_DOMAIN)
             self.model = Heatmap25D(model_config) if self.baseline else Metrabs(model_config)
             if config.init_from:
                 self._load_initial_weights(config.init_from)
@@ -101,12 +103,15 @@ class Trainer:
                                                  self.optimizer, self.scheduler)
 
     def _load_initial_weights(self, source: str) -> None:
-        from metrabs_ros.bundled import DEFAULT_MODEL
         initial = load_checkpoint(DEFAULT_MODEL if source == 'bundled' else source)
         if initial.config.crop_side != self.config.crop_side:
             raise ValueError(f'--init-from {source}: crop side {initial.config.crop_side}, '
                              f'not {self.config.crop_side}')
         self.model.load_state_dict(initial.state_dict())
+        # Deployment settings calibrated for the initial model's joints carry over.
+        self.model.config = dataclasses.replace(
+            self.model.config, implausible_pose_rules=initial.config.implausible_pose_rules,
+            box_coverage=initial.config.box_coverage)
         print(f'metrabs-train: weights initialized from {source} (stride {initial.config.stride}, '
               f'training at stride {self.config.stride})')
 
