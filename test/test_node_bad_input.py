@@ -413,12 +413,15 @@ def k_checked(k):
 
 FRAME_CASES = [
     # Encodings
-    pytest.param(FrameCase(lambda: (image('yuv422'), camera_info()), **skipping(
-        "unsupported image encoding 'yuv422'; supported: rgb8, bgr8, rgba8, bgra8, mono8")),
-        id='encoding-yuv422-unsupported'),
-    pytest.param(FrameCase(lambda: (image('mono16'), camera_info()), **skipping(
-        "unsupported image encoding 'mono16'; supported: rgb8, bgr8, rgba8, bgra8, mono8")),
-        id='encoding-mono16-unsupported'),
+    pytest.param(FrameCase(lambda: (image('32FC1'), camera_info()), **skipping(
+        "unsupported image encoding '32FC1'; supported: rgb8, bgr8, rgba8, bgra8, mono8, "
+        "rgb16, bgr16, rgba16, bgra16, mono16, yuv422, uyvy, yuv422_yuy2, yuyv, bayer_rggb8, "
+        "bayer_bggr8, bayer_gbrg8, bayer_grbg8")),
+        id='encoding-32FC1-unsupported'),
+    pytest.param(FrameCase(lambda: (image('yuv422'), camera_info()), served=True),
+                 id='encoding-yuv422-served'),
+    pytest.param(FrameCase(lambda: (image('mono16'), camera_info()), served=True),
+                 id='encoding-mono16-served'),
     pytest.param(FrameCase(lambda: (image('mono8'), camera_info()), served=True),
                  id='encoding-mono8-served'),
     pytest.param(FrameCase(lambda: (image('bgr8'), camera_info()), served=True),

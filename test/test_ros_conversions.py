@@ -50,8 +50,54 @@ def test_mono_image_becomes_grey_rgb():
     np.testing.assert_array_equal(rgb, np.repeat(grey[..., None], 3, -1))
 
 
+@pytest.mark.parametrize('encoding, order', [('rgb16', slice(None)), ('bgr16', slice(None, None, -1)),
+                                             ('mono16', slice(0, 1))])
+@pytest.mark.parametrize('big_endian', [False, True])
+def test_16_bit_images_keep_their_high_byte(encoding, order, big_endian):
+    """16-bit encodings become 8-bit by / 256 (cv_bridge's scaling), in either byte order."""
+    high = RGB[..., order]
+    words = high.astype(np.uint16) * 256 + 77  # the low byte must not matter
+    raw = words.astype('>u2' if big_endian else '<u2').view(np.uint8).reshape(6, 5, -1)
+    msg = image_msg(encoding, raw)
+    msg.is_bigendian = big_endian
+    expected = RGB if encoding != 'mono16' else np.repeat(RGB[..., :1], 3, -1)
+    np.testing.assert_array_equal(image_to_rgb(msg), expected)
+
+
+@pytest.mark.parametrize('encoding, layout', [('yuv422', 'UYVY'), ('uyvy', 'UYVY'),
+                                              ('yuv422_yuy2', 'YUYV'), ('yuyv', 'YUYV')])
+def test_yuv422_images_decode_luma_in_pixel_order(encoding, layout):
+    """A grey ramp in 4:2:2 (neutral chroma 128): grey RGB, brightness rising left to right,
+    so the two luma samples of each pair are read from the right bytes."""
+    luma = np.tile(np.linspace(30, 220, 8).astype(np.uint8), (4, 1))
+    pairs = luma.reshape(4, 4, 2)
+    neutral = np.full((4, 4), 128, np.uint8)
+    if layout == 'UYVY':
+        raw = np.stack([neutral, pairs[..., 0], neutral, pairs[..., 1]], -1)
+    else:
+        raw = np.stack([pairs[..., 0], neutral, pairs[..., 1], neutral], -1)
+    rgb = image_to_rgb(image_msg(encoding, raw.reshape(4, 8, 2))).astype(int)
+    assert rgb.shape == (4, 8, 3)
+    assert np.abs(rgb[..., 0] - rgb[..., 2]).max() <= 2  # grey
+    assert np.all(np.diff(rgb[..., 1], axis=1) > 0)  # every pixel brighter than its left one
+
+
+@pytest.mark.parametrize('pattern', ['rggb', 'bggr', 'gbrg', 'grbg'])
+def test_bayer_mosaics_demosaic_to_their_colour(pattern):
+    """A uniform colour sampled in each ROS Bayer pattern (first row: its first two letters)
+    demosaics back to that colour."""
+    colour = {'r': 200, 'g': 110, 'b': 30}
+    mosaic = np.zeros((8, 8), np.uint8)
+    for i, letter in enumerate(pattern):
+        mosaic[i // 2::2, i % 2::2] = colour[letter]
+    rgb = image_to_rgb(image_msg(f'bayer_{pattern}8', mosaic[..., None]))
+    np.testing.assert_allclose(rgb[2:-2, 2:-2].reshape(-1, 3).mean(0), [200, 110, 30], atol=3)
+
+
 @pytest.mark.parametrize('msg, message', [
     (Image(height=2, width=2, encoding='16UC1', step=4, data=bytes(8)), 'encoding'),
+    (Image(height=2, width=3, encoding='yuv422', step=6, data=bytes(12)), 'even width'),
+    (Image(height=2, width=2, encoding='mono16', step=2, data=bytes(4)), 'smaller than a row'),
     (Image(height=0, width=2, encoding='rgb8', step=6, data=b''), 'empty'),
     (Image(height=2, width=2, encoding='rgb8', step=6, data=bytes(7)), 'too short'),
 ])

@@ -18,11 +18,20 @@ from metrabs_ros.estimator import PoseResult
 from metrabs_ros.msg import Skeleton, SkeletonArray
 from metrabs_ros.visualization import track_colour
 
-# encoding -> (channels, OpenCV conversion to RGB or None)
+# encoding -> (channels, bytes per channel, OpenCV conversion to RGB or None). 16-bit images
+# are scaled to 8 bits (/ 256, as cv_bridge does). 'yuv422' is UYVY (sensor_msgs naming),
+# 'yuv422_yuy2' YUYV. OpenCV names a Bayer pattern by its second row: ROS's rggb is its BG.
 ENCODINGS = {
-    'rgb8': (3, None), 'bgr8': (3, cv2.COLOR_BGR2RGB),
-    'rgba8': (4, cv2.COLOR_RGBA2RGB), 'bgra8': (4, cv2.COLOR_BGRA2RGB),
-    'mono8': (1, cv2.COLOR_GRAY2RGB),
+    'rgb8': (3, 1, None), 'bgr8': (3, 1, cv2.COLOR_BGR2RGB),
+    'rgba8': (4, 1, cv2.COLOR_RGBA2RGB), 'bgra8': (4, 1, cv2.COLOR_BGRA2RGB),
+    'mono8': (1, 1, cv2.COLOR_GRAY2RGB),
+    'rgb16': (3, 2, None), 'bgr16': (3, 2, cv2.COLOR_BGR2RGB),
+    'rgba16': (4, 2, cv2.COLOR_RGBA2RGB), 'bgra16': (4, 2, cv2.COLOR_BGRA2RGB),
+    'mono16': (1, 2, cv2.COLOR_GRAY2RGB),
+    'yuv422': (2, 1, cv2.COLOR_YUV2RGB_UYVY), 'uyvy': (2, 1, cv2.COLOR_YUV2RGB_UYVY),
+    'yuv422_yuy2': (2, 1, cv2.COLOR_YUV2RGB_YUY2), 'yuyv': (2, 1, cv2.COLOR_YUV2RGB_YUY2),
+    'bayer_rggb8': (1, 1, cv2.COLOR_BayerBG2RGB), 'bayer_bggr8': (1, 1, cv2.COLOR_BayerRG2RGB),
+    'bayer_gbrg8': (1, 1, cv2.COLOR_BayerGR2RGB), 'bayer_grbg8': (1, 1, cv2.COLOR_BayerGB2RGB),
 }
 SUPPORTED_DISTORTION_MODELS = ('plumb_bob', 'rational_polynomial', '')
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
@@ -38,13 +47,17 @@ class InputError(ValueError):
 
 
 def image_to_rgb(msg, max_pixels: int = 50_000_000) -> np.ndarray:
-    """sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, mono8) -> (H, W, 3) uint8 RGB array."""
+    """sensor_msgs/Image (any encoding in ENCODINGS: 8- and 16-bit RGB, BGR, RGBA, BGRA, mono;
+    YUV 4:2:2; 8-bit Bayer) -> (H, W, 3) uint8 RGB array."""
     check_size(msg.width, msg.height, max_pixels)
     if msg.encoding not in ENCODINGS:
         raise InputError(f'unsupported image encoding {msg.encoding!r}; '
                          f'supported: {", ".join(ENCODINGS)}')
-    channels, conversion = ENCODINGS[msg.encoding]
-    row_bytes = msg.width * channels
+    channels, depth, conversion = ENCODINGS[msg.encoding]
+    if msg.encoding.startswith('yuv422') or msg.encoding in ('uyvy', 'yuyv'):
+        if msg.width % 2:
+            raise InputError(f'{msg.encoding} needs an even width, got {msg.width}')
+    row_bytes = msg.width * channels * depth
     if msg.step < row_bytes:
         raise InputError(f'image step {msg.step} is smaller than a row of {msg.width} px '
                          f'{msg.encoding} ({row_bytes} bytes)')
@@ -53,10 +66,15 @@ def image_to_rgb(msg, max_pixels: int = 50_000_000) -> np.ndarray:
                          f'{msg.height} {msg.encoding} with step {msg.step}')
     # A view of the message's buffer (array.array or bytes): no copy before the one below.
     data = np.frombuffer(msg.data, dtype=np.uint8, count=msg.step * msg.height)
-    pixels = data.reshape(msg.height, msg.step)[:, :row_bytes].reshape(
-        msg.height, msg.width, channels)
+    rows = data.reshape(msg.height, msg.step)[:, :row_bytes]
+    if depth == 2:
+        word = np.dtype('>u2' if msg.is_bigendian else '<u2')
+        rows = (np.ascontiguousarray(rows).view(word) >> 8).astype(np.uint8)
+    pixels = rows.reshape(msg.height, msg.width, channels)
     if conversion is None:
         return np.array(pixels)  # a copy: the caller may keep it after the message is gone
+    if channels == 1 and conversion != cv2.COLOR_GRAY2RGB:
+        pixels = pixels[..., 0]  # Bayer: a single-channel mosaic
     return cv2.cvtColor(np.ascontiguousarray(pixels), conversion)
 
 
