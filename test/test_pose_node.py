@@ -64,7 +64,7 @@ def test_skeletons_markers_tf_and_diagnostics_over_dds(running):
 def test_bad_frames_are_skipped_and_the_next_good_one_served(running):
     camera, _, log = running
     bad_frames = [
-        (200, dict(encoding='mono16'), 'unsupported image encoding'),
+        (200, dict(encoding='32FC1'), 'unsupported image encoding'),
         (201, dict(k=(float('nan'), 0, 160, 0, 300.0, 120, 0, 0, 1)), 'NaN or inf'),
         (202, dict(width=WIDTH + 8), 'image is'),
     ]
