@@ -1,6 +1,7 @@
 """Plot a training run's loss curve (out_dir/train_log.jsonl of metrabs-train) as running means.
 
 Usage: python scripts/plot_training_log.py RUN_DIR OUT.png [--window 250] [--title TEXT]
+    [--batch-size N] (crops per step, for the axis label; default 16)
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ def main() -> None:
     parser.add_argument('out', type=Path)
     parser.add_argument('--window', type=int, default=250)
     parser.add_argument('--title', default='')
+    parser.add_argument('--batch-size', type=int, default=16)
     args = parser.parse_args()
     import matplotlib
     matplotlib.use('Agg')
@@ -38,7 +40,7 @@ def main() -> None:
         if valid.sum() > args.window:
             axis.plot(running_mean(steps[valid], args.window),
                       running_mean(values[valid], args.window), label=label)
-    axis.set_xlabel('step (16 crops each)')
+    axis.set_xlabel(f'step ({args.batch_size} crops each)')
     axis.set_ylabel(f'training loss, running mean over {args.window} steps')
     axis.set_title(args.title or str(args.run))
     axis.grid(alpha=0.3)
