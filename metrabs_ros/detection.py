@@ -39,7 +39,8 @@ class PersonDetector(abc.ABC):
     device: torch.device = torch.device('cpu')
 
     def __call__(self, image: np.ndarray, threshold: float = DEFAULT_THRESHOLD,
-                 nms_iou_threshold: float = 0.7, max_detections: int = -1, flip_aug: bool = False) -> np.ndarray:
+                 nms_iou_threshold: float = 0.7, max_detections: int = -1,
+                 flip_aug: bool = False) -> np.ndarray:
         """(H, W, 3) uint8 RGB -> (D, 5) boxes [x, y, w, h, score], best first."""
         tensor = torch.from_numpy(np.ascontiguousarray(image)).to(self.device)
         tensor = tensor.permute(2, 0, 1).float() / 255

@@ -114,7 +114,8 @@ class YoloDetector(PersonDetector):
         self.to(device)
 
     def __call__(self, image: np.ndarray, threshold: float = DEFAULT_THRESHOLD,
-                 nms_iou_threshold: float = 0.7, max_detections: int = -1, flip_aug: bool = False) -> np.ndarray:
+                 nms_iou_threshold: float = 0.7, max_detections: int = -1,
+                 flip_aug: bool = False) -> np.ndarray:
         """As PersonDetector; boxes clipped after NMS to the padded input (of the unflipped image)."""
         boxes = super().__call__(image, threshold, nms_iou_threshold, max_detections, flip_aug)
         low, high = Letterbox.for_image(*image.shape[:2]).extent()

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One leased-GPU session, as one command (see docs/training_bundled_model.md, "GPU round"):
+# One leased-GPU session, as one command (docs/training_bundled_model.md, section 9):
 # CUDA test, GPU benchmark options, then pose training from the bundled weights on crops that
 # the machine's CPU cores render meanwhile, until the wall-clock deadline; the weights come back
 # split in four files (the device tool returns files of at most 16 MiB).
@@ -23,8 +23,9 @@ for k in $(seq 0 $((renderers - 1))); do
     --pose-mixing 0.5 --worker "$k" --workers "$renderers" >"/tmp/render_$k.log" 2>&1 &
 done
 
-log "CUDA test"
-timeout 120 python3 -m pytest -q -p no:cacheprovider test/test_model.py -k cuda 2>&1 | tail -3
+log "CUDA tests"
+timeout 120 python3 -m pytest -q -p no:cacheprovider test/test_model.py test/test_estimator.py \
+  -k cuda 2>&1 | tail -3
 
 log "benchmarks: model throughput (GPU options)"
 for opts in "--dtype float32" "--dtype float16" "--dtype bfloat16" \
@@ -74,5 +75,5 @@ for i, part in enumerate(parts):
 shutil.copy(run / 'model' / 'config.json', out / 'config.json')
 shutil.copy(run / 'train_log.jsonl', out / 'train_log.jsonl')
 PY
-cat /tmp/render_0.log | tail -2
+tail -2 /tmp/render_0.log
 log "done"

@@ -54,9 +54,8 @@ def image_to_rgb(msg, max_pixels: int = 50_000_000) -> np.ndarray:
         raise InputError(f'unsupported image encoding {msg.encoding!r}; '
                          f'supported: {", ".join(ENCODINGS)}')
     channels, depth, conversion = ENCODINGS[msg.encoding]
-    if msg.encoding.startswith('yuv422') or msg.encoding in ('uyvy', 'yuyv'):
-        if msg.width % 2:
-            raise InputError(f'{msg.encoding} needs an even width, got {msg.width}')
+    if channels == 2 and msg.width % 2:  # 4:2:2 YUV: a pixel pair shares its chroma
+        raise InputError(f'{msg.encoding} needs an even width, got {msg.width}')
     row_bytes = msg.width * channels * depth
     if msg.step < row_bytes:
         raise InputError(f'image step {msg.step} is smaller than a row of {msg.width} px '
@@ -73,8 +72,8 @@ def image_to_rgb(msg, max_pixels: int = 50_000_000) -> np.ndarray:
     pixels = rows.reshape(msg.height, msg.width, channels)
     if conversion is None:
         return np.array(pixels)  # a copy: the caller may keep it after the message is gone
-    if channels == 1 and conversion != cv2.COLOR_GRAY2RGB:
-        pixels = pixels[..., 0]  # Bayer: a single-channel mosaic
+    if channels == 1:
+        pixels = pixels[..., 0]  # (H, W): what the mono and Bayer conversions take
     return cv2.cvtColor(np.ascontiguousarray(pixels), conversion)
 
 

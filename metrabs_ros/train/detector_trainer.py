@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from metrabs_ros.centre_detector import (OUTPUT_STRIDE, PAD_MULTIPLE, CentreNet, CentreNetConfig,
-                                         cell_boxes, input_scale, is_centre_net_directory, load_centre_net,
-                                         normalize, save_centre_net)
+                                         cell_boxes, input_scale, is_centre_net_directory,
+                                         load_centre_net, normalize, save_centre_net)
 from metrabs_ros.estimator import resolve_device
 from metrabs_ros.train.loop import (batch_iterator, config_from_command_line, optimizer_step,
                                      rendered_samples, restore_training_state, run_training,

@@ -1,6 +1,7 @@
 """The resumable training loop shared by metrabs-train and metrabs-train-detector.
 
-A trainer provides: config.steps, config.checkpoint_every, out_dir, step_count, batches(),
+A trainer provides: config.steps, config.checkpoint_every, config.time_budget_s (0: none),
+started (time.monotonic() when it was built), out_dir, step_count, batches(),
 train_step(batch) -> {name: float} with a 'total' entry, and save(). The loop appends every
 step's losses to out_dir/train_log.jsonl, shows tqdm progress, checkpoints every
 checkpoint_every steps and on SIGTERM or Ctrl-C, so a CPU run can resume across sessions.
@@ -30,7 +31,7 @@ def scheduled_lr_factor(step: int, config, started: float) -> float:
     """The learning-rate factor of a training config: warm-up then cosine decay over
     config.steps, or, where config.time_budget_s > 0, over that many seconds since `started`
     (time.monotonic())."""
-    budget = getattr(config, 'time_budget_s', 0.0)
+    budget = config.time_budget_s
     if budget > 0:
         warm = min(1.0, (step + 1) / max(1, config.warmup_steps))
         return warm * cosine_decay((time.monotonic() - started) / budget)
@@ -43,13 +44,11 @@ def cosine_decay(progress: float) -> float:
 
 
 def run_training(trainer, name: str) -> None:
-    """Train until trainer.config.steps, or until config.time_budget_s (where the config has
-    one, > 0) has passed since trainer.started; on SIGTERM or Ctrl-C save a checkpoint and
-    stop."""
+    """Train until trainer.config.steps, or until config.time_budget_s (if > 0) has passed
+    since trainer.started; on SIGTERM or Ctrl-C save a checkpoint and stop."""
     from tqdm import tqdm
     config = trainer.config
-    budget = getattr(config, 'time_budget_s', 0.0)
-    started = getattr(trainer, 'started', time.monotonic())
+    budget = config.time_budget_s
     trainer.out_dir.mkdir(parents=True, exist_ok=True)
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
@@ -65,7 +64,7 @@ def run_training(trainer, name: str) -> None:
                         trainer.save()
                     if trainer.step_count >= config.steps:
                         break
-                    if budget > 0 and time.monotonic() - started >= budget:
+                    if budget > 0 and time.monotonic() - trainer.started >= budget:
                         print(f'{name}: time budget of {budget:g} s spent at step '
                               f'{trainer.step_count}')
                         break
