@@ -81,6 +81,9 @@ def node_process(root: Path, namespace: str, *parameters: str):
         yield process, log_path
 
 
+OUTPUT_QUEUE_DEPTH = 1000
+
+
 class CameraPeer:
     """Test-side node: publishes Image (or CompressedImage) + CameraInfo, collects outputs."""
 
@@ -93,8 +96,12 @@ class CameraPeer:
             'image/compressed' if compressed else 'image', qos)
         self.info_pub = self.node.create_publisher(CameraInfo, 'camera_info', qos)
         self.skeletons, self.markers, self.diagnostics, self.tf = [], [], [], []
-        self.node.create_subscription(SkeletonArray, 'skeletons', self.skeletons.append, 10)
-        self.node.create_subscription(MarkerArray, 'markers', self.markers.append, 10)
+        # Deep enough that no output is shed here while a flood test spins this node only once
+        # per frame it publishes (tests count every skeleton message the node sends).
+        self.node.create_subscription(SkeletonArray, 'skeletons', self.skeletons.append,
+                                      OUTPUT_QUEUE_DEPTH)
+        self.node.create_subscription(MarkerArray, 'markers', self.markers.append,
+                                      OUTPUT_QUEUE_DEPTH)
         self.node.create_subscription(DiagnosticArray, '/diagnostics', self.diagnostics.append, 10)
         self.node.create_subscription(TFMessage, '/tf', self.tf.append, 100)
 
