@@ -1,6 +1,6 @@
 """Training-side throughput: crops per second of the data (rendering synthetic samples and
 cropping them, as metrabs-render-crops does; reading the crop cache, as metrabs-train
---data-dir does) and of the training step (forward, losses, backward, AdamW) in float32 and
+--data-dir does, by a loader process or held on the device) and of the training step (forward, losses, backward, AdamW) in float32 and
 with the bfloat16 backbone, on one process with the current torch thread count.
 
     OMP_NUM_THREADS=1 python benchmarks/training_throughput.py [--crop-side 128]
@@ -36,9 +36,12 @@ def rendering(side: int, samples: int) -> tuple[float, float]:
     return samples / elapsed, crops / elapsed
 
 
-def cache_reading(side: int, batch_size: int, batches: int = 50) -> float:
-    """Crops per second drawn from a crop cache (memory-mapped uint8, colour jitter)."""
+def cache_reading(side: int, batch_size: int, device: torch.device | None = None,
+                  batches: int = 50) -> float:
+    """Crops per second drawn from a crop cache (uint8, colour jitter): memory-mapped by a loader
+    process (device None, metrabs-train --data-dir) or held on `device` (--crops-on-device)."""
     from metrabs_ros.train.crop_cache import CachedBatches, _write_chunk
+    from metrabs_ros.train.crop_pool import DeviceCropPool
     from metrabs_ros.train.examples import Batch
     with tempfile.TemporaryDirectory() as directory:
         n = 512
@@ -47,11 +50,16 @@ def cache_reading(side: int, batch_size: int, batches: int = 50) -> float:
             np.tile(np.eye(3, dtype=np.float32), (n, 1, 1)),
             np.random.rand(n, 15, 3).astype(np.float32),
             np.random.rand(n, 15, 2).astype(np.float32)))
-        iterator = iter(CachedBatches(directory, batch_size, seed=0))
+        if device is None:
+            iterator = iter(CachedBatches(directory, batch_size, seed=0))
+        else:
+            iterator = iter(DeviceCropPool(directory, batch_size, device, seed=0))
         next(iterator)
         started = time.perf_counter()
         for _ in range(batches):
-            next(iterator)
+            batch = next(iterator)
+        if device is not None and device.type == 'cuda':
+            float(batch.crops[0, 0, 0, 0])  # waits for the device
         return batches * batch_size / (time.perf_counter() - started)
 
 
@@ -95,7 +103,10 @@ def main() -> None:
     samples_per_s, crops_per_s = rendering(args.crop_side, args.samples)
     print(f'rendering + cropping: {samples_per_s:.1f} samples/s, {crops_per_s:.1f} crops/s '
           f'({args.crop_side} px crops, 640x480 samples)')
-    print(f'crop cache reading: {cache_reading(args.crop_side, args.batch_size):.0f} crops/s')
+    print(f'crop cache reading, loader process: '
+          f'{cache_reading(args.crop_side, args.batch_size):.0f} crops/s')
+    print(f'crop cache held on {device.type} (--crops-on-device): '
+          f'{cache_reading(args.crop_side, args.batch_size, device):.0f} crops/s')
     for bfloat16 in (False, True):
         rate = training_step(args.crop_side, args.batch_size, args.steps, device, bfloat16)
         print(f'training step ({"bfloat16 backbone" if bfloat16 else "float32"}, batch '

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One leased-GPU session, as one command (docs/training_bundled_model.md, section 9):
 # CUDA test, GPU benchmark options, then pose training from the bundled weights on crops that
-# the machine's CPU cores render meanwhile, until the wall-clock deadline; the weights come back
+# the machine's CPU cores render meanwhile (held on the GPU: --crops-on-device, no loader
+# processes), until the wall-clock deadline; the weights come back
 # split in four files (the device tool returns files of at most 16 MiB).
 #
 #   bash scripts/train_on_leased_gpu.sh OUT SECONDS
@@ -12,7 +13,7 @@ set -u
 out=${1:?OUT folder}; total=${2:?seconds for the whole script}
 start=$(date +%s); deadline=$((start + total))
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
-cache=/tmp/gpu_cache; run=/tmp/gpu_run; renderers=${RENDERERS:-11}; loaders=${LOADERS:-4}; device=${DEVICE:-cuda}
+cache=/tmp/gpu_cache; run=/tmp/gpu_run; renderers=${RENDERERS:-14}; device=${DEVICE:-cuda}
 mkdir -p "$out" "$cache"
 log() { echo "[$(( $(date +%s) - start )) s] $*"; }
 
@@ -38,7 +39,7 @@ log "benchmarks: estimator stages (GPU crops)"
 timeout 90 python3 benchmarks/estimator_stages.py --device "$device" --images 3 --people 1 3 10 \
   --num-aug 1 5 2>&1 | tail -10
 log "benchmarks: training step"
-timeout 90 python3 benchmarks/training_throughput.py --device "$device" --batch-size 128 --samples 20 \
+timeout 90 python3 benchmarks/training_throughput.py --device "$device" --batch-size 256 --samples 20 \
   --steps 20 2>&1 | tail -8
 
 chunks=$(ls -d "$cache"/chunk_????? 2>/dev/null | wc -l)
@@ -49,9 +50,10 @@ done
 budget=$((deadline - $(date +%s) - 45))
 log "training for $budget s"
 python3 -m metrabs_ros.train.trainer "$run" --data-dir "$cache" --init-from bundled --stride 16 \
-  --batch-size "${BATCH:-128}" --learning-rate "${LR:-1e-3}" --warmup-steps 300 \
+  --batch-size "${BATCH:-256}" --learning-rate "${LR:-1e-3}" --warmup-steps 300 \
   --absolute-loss-start 0 --absolute-loss-ramp 1 --steps 1000000 --checkpoint-every 5000 \
-  --time-budget-s "$budget" --data-workers "$loaders" --channels-last true --device "$device" \
+  --time-budget-s "$budget" --crops-on-device true --data-workers 0 --precision fp32 \
+  --channels-last true --device "$device" \
   2>&1 | tr '\r' '\n' | grep -v "it/s\]$\|s/it\]$" | tail -5
 pkill -f metrabs_ros.train.crop_cache
 log "rendered: $(ls -d "$cache"/chunk_????? | wc -l) chunks, $(python3 -c "

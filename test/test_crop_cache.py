@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 pytest.importorskip('pybullet', reason='pybullet not installed: pip install .[data]')
 from metrabs_ros.data.generator import GeneratorConfig  # noqa: E402
@@ -92,3 +93,36 @@ def test_trainer_trains_from_the_cache_and_from_another_models_weights(cache, tm
     with pytest.raises(ValueError, match='crop side 64, not 128'):
         Trainer(TrainConfig(str(tmp_path / 'c'), crop_side=128, device='cpu',
                             init_from=str(tmp_path / 'a' / 'model')))
+
+
+def test_device_pool_draws_the_cached_crops_and_picks_up_new_chunks(cache, tmp_path):
+    from metrabs_ros.train.crop_pool import DeviceCropPool
+    growing = tmp_path / 'growing'
+    render_chunks(growing, 64, n_chunks=1, samples_per_chunk=2, config=SMALL, seed=3)
+    pool = DeviceCropPool(f'{cache},{growing}', batch_size=6, device='cpu', seed=0,
+                          colour_jitter=0.0)
+    chunks = [load_chunk(p) for d in (cache, growing) for p in chunk_dirs(d)]
+    assert pool.refresh() == sum(len(c.crops) for c in chunks)
+    batch = pool.sample()
+    assert batch.crops.shape == (6, 3, 64, 64) and batch.crops.dtype == torch.float32
+    cached = np.concatenate([c.crops for c in chunks]).astype(np.float32) / 255
+    targets = np.concatenate([c.targets3d for c in chunks])
+    for crop, target in zip(batch.crops.numpy(), batch.targets3d.numpy()):
+        match = np.abs(cached - crop).max(axis=(1, 2, 3)).argmin()  # no jitter: exact crops
+        np.testing.assert_allclose(cached[match], crop, atol=1e-6)
+        np.testing.assert_array_equal(targets[match], target)  # with their own targets
+    before = pool.size
+    render_chunks(growing, 64, n_chunks=2, samples_per_chunk=2, config=SMALL, seed=3)
+    assert pool.refresh() == before + len(load_chunk(chunk_dirs(growing)[1]).crops)
+    with pytest.raises(FileNotFoundError, match='metrabs-render-crops'):
+        DeviceCropPool(tmp_path / 'empty', batch_size=2, device='cpu', seed=0).refresh()
+
+
+def test_trainer_trains_from_crops_held_on_the_device(cache, tmp_path):
+    config = TrainConfig(str(tmp_path / 'a'), crop_side=64, batch_size=4, steps=2, device='cpu',
+                         data_dir=str(cache), crops_on_device=True, precision='fp32')
+    before = [p.detach().clone() for p in Trainer(config).model.parameters()]
+    trainer = Trainer(config)
+    trainer.run()
+    assert trainer.step_count == 2
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))

@@ -211,3 +211,25 @@ def test_colour_jitter_acts_on_the_channel_axis_of_either_layout():
     grey = np.repeat(crop[..., :1], 3, axis=-1)  # grey pixels stay grey
     out = jitter_colour(grey.transpose(2, 0, 1), np.random.default_rng(5), 0.3, channel_axis=0)
     np.testing.assert_allclose(out[0], out[1], atol=1e-6)
+
+
+def test_batch_colour_jitter_on_the_device_equals_the_per_crop_jitter():
+    """crop_pool.jitter_colour_batch applies examples.jitter_colour's three factors per crop."""
+    import torch
+
+    from metrabs_ros.train.crop_pool import jitter_colour_batch
+    from metrabs_ros.train.examples import jitter_colour
+    crops = np.random.default_rng(2).random((4, 3, 8, 8)).astype(np.float32)
+    factors = np.random.default_rng(3).uniform(0.7, 1.3, (4, 3)).astype(np.float32)
+
+    class Draws:  # hands jitter_colour the chosen factors in its draw order
+        def __init__(self, values):
+            self.values = iter(values)
+
+        def uniform(self, low, high):
+            return next(self.values)
+
+    expected = [jitter_colour(c, Draws(f), 0.3, channel_axis=0) for c, f in zip(crops, factors)]
+    out = jitter_colour_batch(torch.from_numpy(crops), torch.from_numpy(factors))
+    np.testing.assert_allclose(out.numpy(), np.stack(expected), atol=1e-6)
+    assert not np.allclose(out.numpy(), crops, atol=1e-2)  # the factors did change the crops

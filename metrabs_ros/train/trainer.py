@@ -63,6 +63,9 @@ class TrainConfig:
     # instead of over `steps` (a leased GPU: fixed time, unknown step rate)
     time_budget_s: float = 0.0
     channels_last: bool = False  # NHWC activations (faster bfloat16 convolutions on GPUs)
+    # with data_dir: hold the caches in memory on the training device and draw and jitter
+    # batches there, no loader processes (a GPU outruns them; needs ~49 KB per 128-pixel crop)
+    crops_on_device: bool = False
 
 
 class Trainer:
@@ -130,7 +133,7 @@ class Trainer:
 
     def train_step(self, batch: Batch) -> dict[str, float]:
         """One optimizer step on a batch; returns the loss terms."""
-        to = lambda a: torch.from_numpy(a).to(self.device)  # noqa: E731
+        to = lambda a: torch.as_tensor(a).to(self.device)  # noqa: E731
         crops, intrinsics, targets3d, targets2d = (to(a) for a in (
             batch.crops, batch.intrinsics, batch.targets3d, batch.targets2d))
         if self.config.channels_last:
@@ -165,7 +168,11 @@ class Trainer:
     def batches(self):
         """Endless batches of augmented crops from freshly rendered training samples, rendered
         in `data_workers` background processes (a resumed run continues with new samples), or
-        from the crop caches in data_dir."""
+        from the crop caches in data_dir (read onto the device where crops_on_device)."""
+        if self.config.data_dir and self.config.crops_on_device:
+            from metrabs_ros.train.crop_pool import DeviceCropPool
+            return iter(DeviceCropPool(self.config.data_dir, self.config.batch_size, self.device,
+                                       self.config.seed + self.step_count))
         if self.config.data_dir:
             from metrabs_ros.train.crop_cache import CachedBatches
             return batch_iterator(CachedBatches(self.config.data_dir, self.config.batch_size,

@@ -1,0 +1,89 @@
+"""Crop caches held in memory on the training device (metrabs-train --crops-on-device).
+
+A GPU trains a small model far faster than loader processes can hand it float32 batches: the
+whole cache (uint8, 49 KB per 128-pixel crop) is read into one tensor on the device, and each
+batch is drawn there by index and colour-jittered there, with no loader processes at all.
+Chunks that renderers add meanwhile are picked up every `refresh_every` batches.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from metrabs_ros.train.crop_cache import FIELDS, chunk_dirs
+from metrabs_ros.train.examples import Batch
+
+
+class DeviceCropPool:
+    """Endless batches (torch tensors on `device`, crops float32 in [0, 1]) drawn uniformly
+    from every crop of the caches in `directories` (a path, comma-separated paths or a sequence
+    of them), with fresh colour jitter."""
+
+    def __init__(self, directories, batch_size: int, device: torch.device | str, seed: int,
+                 colour_jitter: float = 0.2, refresh_every: int = 200):
+        if isinstance(directories, (str, Path)):
+            directories = str(directories).split(',')
+        self.directories = [Path(d) for d in directories]
+        self.batch_size, self.device = batch_size, torch.device(device)
+        self.colour_jitter, self.refresh_every = colour_jitter, refresh_every
+        self.generator = torch.Generator(self.device).manual_seed(seed)
+        self.loaded: set[Path] = set()
+        self.size = 0
+        self.storage: dict[str, torch.Tensor] = {}
+
+    def refresh(self) -> int:
+        """Read the chunks written since the last call onto the device; the number of crops."""
+        new = [p for d in self.directories for p in chunk_dirs(d) if p not in self.loaded]
+        for path in new:
+            self._append({f: torch.from_numpy(np.load(path / f'{f}.npy')) for f in FIELDS})
+            self.loaded.add(path)
+        if not self.size:
+            raise FileNotFoundError(f'no crop chunks in {", ".join(map(str, self.directories))}; '
+                                    'render them with metrabs-render-crops')
+        return self.size
+
+    def _append(self, chunk: dict[str, torch.Tensor]) -> None:
+        n = len(chunk['crops'])
+        capacity = len(self.storage['crops']) if self.storage else 0
+        if self.size + n > capacity:  # grow by doubling: few copies of a large pool
+            new_capacity = max(2 * capacity, self.size + n)
+            for f in FIELDS:
+                grown = torch.empty((new_capacity, *chunk[f].shape[1:]), dtype=chunk[f].dtype,
+                                    device=self.device)
+                if capacity:
+                    grown[:self.size] = self.storage[f][:self.size]
+                self.storage[f] = grown
+        for f in FIELDS:
+            self.storage[f][self.size:self.size + n] = chunk[f].to(self.device)
+        self.size += n
+
+    def __iter__(self):
+        batch_number = 0
+        while True:
+            if batch_number % self.refresh_every == 0:
+                self.refresh()
+            batch_number += 1
+            yield self.sample()
+
+    def sample(self) -> Batch:
+        """One batch from the crops loaded so far."""
+        index = torch.randint(self.size, (self.batch_size,), device=self.device,
+                              generator=self.generator)
+        crops = self.storage['crops'][index].float() / 255
+        factors = 1 + self.colour_jitter * (2 * torch.rand(
+            (self.batch_size, 3), device=self.device, generator=self.generator) - 1)
+        return Batch(jitter_colour_batch(crops, factors),
+                     *(self.storage[f][index] for f in FIELDS[1:]))
+
+
+def jitter_colour_batch(crops: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """examples.jitter_colour for a batch of (N, 3, H, W) crops in [0, 1], with each crop's
+    saturation, contrast and brightness factors given as the columns of `factors` (N, 3)."""
+    saturation, contrast, brightness = (factors[:, k, None, None, None] for k in range(3))
+    grey = crops.mean(dim=1, keepdim=True)
+    crops = grey + (crops - grey) * saturation
+    mean = crops.mean(dim=(1, 2, 3), keepdim=True)
+    crops = mean + (crops - mean) * contrast
+    return (crops * brightness).clamp(0, 1)
