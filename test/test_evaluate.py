@@ -49,6 +49,16 @@ def test_perfect_and_known_errors(samples, tmp_path):
     similar = evaluate(lambda s: 1.3 * s.joints3d @ turn.T + [0.2, 0, 1], samples,
                        SKELETON.joint_names).summary()['all']
     assert similar['mpjpe_mm'] > 100 and similar['pa_mpjpe_mm'] == pytest.approx(0, abs=1e-6)
+    # Per motion clip: a pose error on one clip's people shows in that clip's row alone.
+    clips = sorted({c for s in samples for c in s.clips})
+    assert len(clips) > 1
+    def wrong_on_first_clip(sample):
+        return sample.joints3d + 0.1 * np.array([c == clips[0] for c in sample.clips],
+                                                float)[:, None, None] * (np.arange(15) == 3)[:, None]
+    per_clip = evaluate(wrong_on_first_clip, samples, SKELETON.joint_names).summary()
+    assert per_clip[f'clip {clips[0]}']['mpjpe_mm'] == pytest.approx(100 / 15 * np.sqrt(3))
+    assert all(per_clip[f'clip {c}']['mpjpe_mm'] == 0 for c in clips[1:])
+    assert sum(per_clip[f'clip {c}']['people'] for c in clips) == per_clip['all']['people']
     out = write_report(perfect, tmp_path / 'report', 'oracle')
     assert '| oracle | all |' in (out / 'table.md').read_text()
     assert 'baseline' not in json.loads((out / 'summary.json').read_text())

@@ -28,7 +28,8 @@ BASELINE_NAME = 'mean pose'
 @dataclass(frozen=True)
 class EvaluationResult:
     """Per person (N) and joint (J): relative, absolute and Procrustes-aligned errors (metres),
-    truncation flags; skipped: people the estimator could not serve (not in the errors)."""
+    truncation flags; skipped: people the estimator could not serve (not in the errors); clips:
+    each person's motion clip (empty: unknown)."""
 
     relative: np.ndarray
     absolute: np.ndarray
@@ -36,11 +37,16 @@ class EvaluationResult:
     truncated: np.ndarray
     joint_names: tuple[str, ...]
     skipped: int = 0
+    clips: tuple[str, ...] = ()
 
     def summary(self) -> dict[str, dict[str, float]]:
-        """{'all': metrics, 'truncated': metrics}; metrics in mm and % (NaN when empty)."""
+        """{'all': metrics, 'truncated': metrics}, and {'clip NAME': metrics} per motion clip
+        where the people come from several; metrics in mm and % (NaN when empty)."""
         subsets = dict(all=np.ones(len(self.relative), bool),
                        truncated=self.truncated.any(axis=1))
+        clips = np.asarray(self.clips)
+        if len(set(self.clips)) > 1:
+            subsets.update({f'clip {name}': clips == name for name in sorted(set(self.clips))})
         result = {name: _metrics(self.relative[mask], self.absolute[mask], self.procrustes[mask])
                   for name, mask in subsets.items()}
         result['all']['skipped'] = self.skipped
@@ -91,7 +97,7 @@ def evaluate(estimate: Callable[[Sample], np.ndarray], samples: Iterable[Sample]
              joint_names, root: int = 0) -> EvaluationResult:
     """estimate(sample) -> (P, J, 3) camera-frame poses for the sample's people, in order; a
     person's pose is NaN where the estimator could not serve it (counted as skipped)."""
-    relative, absolute, procrustes, truncated, skipped = [], [], [], [], 0
+    relative, absolute, procrustes, truncated, clips, skipped = [], [], [], [], [], 0
     for sample in samples:
         if not len(sample.joints3d):
             continue
@@ -103,11 +109,12 @@ def evaluate(estimate: Callable[[Sample], np.ndarray], samples: Iterable[Sample]
         absolute.append(joint_errors(predicted, truth, absolute=True))
         procrustes.append(procrustes_errors(predicted, truth))
         truncated.append(sample.truncated[served])
+        clips += [str(clip) for clip, kept in zip(sample.clips, served) if kept]
     if not relative:
         raise ValueError('no people to evaluate')
     return EvaluationResult(np.concatenate(relative), np.concatenate(absolute),
                             np.concatenate(procrustes), np.concatenate(truncated),
-                            tuple(joint_names), skipped)
+                            tuple(joint_names), skipped, tuple(clips))
 
 
 def poses_in_box_order(result_boxes: np.ndarray, poses: np.ndarray,
