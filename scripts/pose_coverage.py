@@ -5,9 +5,10 @@ joint distance (mm) after centring both at the pelvis and turning the training p
 vertical axis to fit best (the generator draws every person's heading at random, and crops are
 mirrored in training, so mirrored training poses count too). Rows: the training clips' frames
 alone, and with mixed poses added (data.pose_mixing, as metrabs-render-crops --pose-mixing
-renders them). No rendering; about a minute on one core.
+renders them), and with those mixed poses' joints also jittered (--jitter degrees,
+metrabs-render-crops --joint-jitter). No rendering; about a minute on one core.
 
-    python scripts/pose_coverage.py --mixed 6000
+    python scripts/pose_coverage.py --mixed 6000 --jitter 20
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import numpy as np
 
 from metrabs_ros.data.generator import TEST_CLIPS, TRAIN_CLIPS
 from metrabs_ros.data.humanoid import Humanoid, load_clip
-from metrabs_ros.data.pose_mixing import mixed_frame
+from metrabs_ros.data.pose_mixing import jittered_frame, mixed_frame
 from metrabs_ros.skeletons import get_skeleton
 
 
@@ -62,6 +63,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--mixed', type=int, default=6000, help='mixed poses to draw')
+    parser.add_argument('--jitter', type=float, default=0.0,
+                        help='degrees: a third row with the mixed poses\' joints jittered')
     parser.add_argument('--seed', type=int, default=0)
     args = parser.parse_args(argv)
     humanoid = Humanoid()
@@ -70,13 +73,18 @@ def main(argv=None) -> None:
         plain = centred_poses(humanoid, np.concatenate(train_clips))
         rng = np.random.default_rng(args.seed)
         bases = [train_clips[rng.integers(len(train_clips))] for _ in range(args.mixed)]
-        mixed = centred_poses(humanoid, [mixed_frame(c[rng.integers(len(c))], train_clips, rng)
-                                         for c in bases])
+        mixed_frames = [mixed_frame(c[rng.integers(len(c))], train_clips, rng) for c in bases]
+        mixed = centred_poses(humanoid, mixed_frames)
+        jittered = centred_poses(humanoid, [jittered_frame(f, train_clips, rng, args.jitter)
+                                            for f in mixed_frames]) if args.jitter else None
         tests = {c: centred_poses(humanoid, load_clip(c)) for c in TEST_CLIPS}
     finally:
         humanoid.close()
     sets = {f'training clips ({len(plain)} frames)': plain,
             f'+ {len(mixed)} mixed poses': np.concatenate([plain, mixed])}
+    if jittered is not None:
+        sets[f'+ the same mixed poses jittered {args.jitter:g} degrees instead'] = \
+            np.concatenate([plain, jittered])
     print('| training poses | test clip | frames | median nearest (mm) | within 100 mm (%) '
           '| within 150 mm (%) |')
     print('| --- | --- | ---: | ---: | ---: | ---: |')

@@ -215,3 +215,61 @@ def test_humanoid_data_folder_can_be_given_without_pybullet(tmp_path, monkeypatc
     empty.mkdir()
     with pytest.raises(FileNotFoundError, match='empty'):
         humanoid.kinematic_tree(empty / humanoid.URDF)
+
+
+def test_joint_jitter_turns_every_joint_by_at_most_its_limit():
+    from metrabs_ros.data.humanoid import CLIP_JOINTS, Humanoid
+    from metrabs_ros.data.pose_mixing import jittered_frame
+    clips = [load_clip(c) for c in TRAIN_CLIPS]
+    rng = np.random.default_rng(0)
+    humanoid = Humanoid()
+    try:
+        moved = []
+        for k in range(20):
+            frame = clips[k % len(clips)][k]
+            jittered = jittered_frame(frame, clips, rng, 20.0)
+            np.testing.assert_array_equal(jittered[:8], frame[:8])  # root untouched
+            np.testing.assert_allclose(jittered_frame(frame, clips, rng, 0.0), frame, atol=1e-12)
+            column = 8
+            for _, kind in CLIP_JOINTS:
+                if kind == 'sphere':
+                    q, p = frame[column:column + 4], jittered[column:column + 4]
+                    assert np.linalg.norm(p) == pytest.approx(np.linalg.norm(q))
+                    cos_half = abs(q @ p) / (np.linalg.norm(q) * np.linalg.norm(p))
+                    assert np.degrees(2 * np.arccos(min(1.0, cos_half))) <= 20.0 + 1e-6
+                    column += 4
+                else:
+                    low = min(c[:, column].min() for c in clips)
+                    high = max(c[:, column].max() for c in clips)
+                    assert low <= jittered[column] <= high
+                    assert abs(jittered[column] - frame[column]) <= np.radians(20) + 1e-9
+                    column += 1
+            humanoid.set_pose(frame, root_position=(0.0, 1.0, 0.0))
+            before = humanoid.joints_world().copy()
+            humanoid.set_pose(jittered, root_position=(0.0, 1.0, 0.0))
+            moved.append(np.linalg.norm(humanoid.joints_world() - before, axis=-1).mean())
+        assert 0.01 < np.mean(moved) < 0.3  # metres: a new pose, not another body
+    finally:
+        humanoid.close()
+    # In the generator: the first person's joints match its clip row's shape without jitter
+    # (pairwise joint distances, normalized: camera and body height do not matter), not with it.
+    config = GeneratorConfig(image_size=(320, 240), min_visible_pixels=40, joint_jitter_degrees=20)
+
+    def shape(joints):
+        distances = np.linalg.norm(joints[:, None] - joints[None], axis=-1)
+        return distances / distances.mean()
+
+    humanoid = Humanoid()
+    try:
+        for cfg, same in ((SMALL, True), (config, False)):
+            generator = SyntheticGenerator(TRAIN_CLIPS, seed=3, config=cfg)
+            try:
+                sample = generator.sample(0)
+            finally:
+                generator.close()
+            humanoid.set_pose(load_clip(sample.clips[0])[sample.frames[0]],
+                              root_position=(0.0, 1.0, 0.0))
+            difference = np.abs(shape(sample.joints3d[0]) - shape(humanoid.joints_world())).max()
+            assert (difference < 1e-3) == same, difference
+    finally:
+        humanoid.close()

@@ -19,7 +19,7 @@ from metrabs_ros.data.ellipsoid_renderer import cast_rays, shade
 from metrabs_ros.data.human_body import (BASE_HEIGHT_M, BodyStyle, body_ellipsoids, random_height,
                                          random_style)
 from metrabs_ros.data.humanoid import CLIPS, Humanoid, load_clip
-from metrabs_ros.data.pose_mixing import mixed_frame
+from metrabs_ros.data.pose_mixing import jittered_frame, mixed_frame
 
 TEST_CLIPS = ('dance_b', 'kick', 'getup_faceup')
 TRAIN_CLIPS = tuple(c for c in CLIPS if c not in TEST_CLIPS)
@@ -41,6 +41,7 @@ class GeneratorConfig:
     occluder_probability: float = 0.4
     min_visible_pixels: int = 150
     pose_mixing_probability: float = 0.0  # per person: limbs spliced from other clip frames
+    joint_jitter_degrees: float = 0.0  # > 0: every joint of every person turned up to this much
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,9 @@ class SyntheticGenerator:
             if self.config.pose_mixing_probability and \
                     rng.random() < self.config.pose_mixing_probability:
                 frame = mixed_frame(frame, [load_clip(c) for c in self.clips], rng)
+            if self.config.joint_jitter_degrees > 0:
+                frame = jittered_frame(frame, [load_clip(c) for c in self.clips], rng,
+                                       self.config.joint_jitter_degrees)
             root = np.array([xz[0], frame[2], xz[1]])
             self.humanoid.set_pose(frame, root, yaw=rng.uniform(-np.pi, np.pi), body=body)
             self.styles[body], self.heights[body] = random_style(rng), random_height(rng)

@@ -4,13 +4,16 @@ The training clips hold about 1,200 distinct poses; a pose model trained on them
 those poses rather than how bodies move. Giving each limb group (torso with neck, each arm,
 each leg) the joint angles of a random frame of a random clip makes new, mostly plausible
 combinations (e.g. a punch on a crawl), while the root orientation and height stay those of
-the base frame.
+the base frame. Joint jitter goes further: every joint turned by a random small angle, so that
+no rendered pose is exactly one the clips hold.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import numpy as np
+
+from metrabs_ros.data.humanoid import CLIP_JOINTS
 
 # Columns of a clip row (see humanoid.CLIP_JOINTS): 0 duration, 1:4 root position, 4:8 root
 # quaternion, then the joint angles of each limb group.
@@ -34,3 +37,33 @@ def mixed_frame(base: np.ndarray, clips: Sequence[np.ndarray], rng: np.random.Ge
         clip = clips[rng.integers(len(clips))]
         frame[columns] = clip[rng.integers(len(clip)), columns]
     return frame
+
+
+def jittered_frame(frame: np.ndarray, clips: Sequence[np.ndarray], rng: np.random.Generator,
+                   max_degrees: float) -> np.ndarray:
+    """A copy of clip row `frame` with every joint turned a little: each ball joint by an angle
+    uniform in [0, max_degrees] about a random axis (after its own rotation), each hinge (knee,
+    elbow) by up to +-max_degrees, kept within the range that hinge spans in `clips` ((F, 44)
+    arrays). The root stays as it is."""
+    frame = np.array(frame, dtype=np.float64)
+    limit = np.deg2rad(max_degrees)
+    column = 8
+    for _, kind in CLIP_JOINTS:
+        if kind == 'sphere':
+            axis = rng.normal(size=3)
+            half = rng.uniform(0, limit) / 2
+            turn = np.concatenate([[np.cos(half)], np.sin(half) * axis / np.linalg.norm(axis)])
+            frame[column:column + 4] = _multiply_wxyz(frame[column:column + 4], turn)
+            column += 4
+        else:
+            low = min(clip[:, column].min() for clip in clips)
+            high = max(clip[:, column].max() for clip in clips)
+            frame[column] = np.clip(frame[column] + rng.uniform(-limit, limit), low, high)
+            column += 1
+    return frame
+
+
+def _multiply_wxyz(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Hamilton product of quaternions stored (w, x, y, z), as the clips store them."""
+    w1, v1, w2, v2 = a[0], a[1:], b[0], b[1:]
+    return np.concatenate([[w1 * w2 - v1 @ v2], w1 * v2 + w2 * v1 + np.cross(v1, v2)])

@@ -38,9 +38,11 @@ def render_chunks(directory: str | Path, side: int, n_chunks: int, seed: int = 0
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     config = config or GeneratorConfig()
-    _check_or_write_info(directory, dict(crop_side=side, seed=seed, skeleton=SKELETON,
-                                         samples_per_chunk=samples_per_chunk,
-                                         pose_mixing=config.pose_mixing_probability))
+    info = dict(crop_side=side, seed=seed, skeleton=SKELETON, samples_per_chunk=samples_per_chunk,
+                pose_mixing=config.pose_mixing_probability)
+    if config.joint_jitter_degrees:  # recorded where used: earlier caches stay resumable
+        info['joint_jitter_degrees'] = config.joint_jitter_degrees
+    _check_or_write_info(directory, info)
     mirror = get_skeleton(SKELETON).mirror
     generator = SyntheticGenerator(TRAIN_CLIPS, seed=seed, config=config)
     done = {p.name for p in chunk_dirs(directory)}
@@ -146,6 +148,9 @@ def main(argv=None) -> int:
     parser.add_argument('--pose-mixing', type=float, default=0.0, metavar='P',
                         help='probability that a person gets limbs spliced from other clip '
                              'frames (data.pose_mixing)')
+    parser.add_argument('--joint-jitter', type=float, default=0.0, metavar='DEGREES',
+                        help='turn every joint of every person by up to this angle '
+                             '(data.pose_mixing.jittered_frame)')
     parser.add_argument('--worker', type=int, default=0, help='this process: 0 .. workers-1')
     parser.add_argument('--workers', type=int, default=1,
                         help='renderer processes sharing the cache')
@@ -154,7 +159,8 @@ def main(argv=None) -> int:
         parser.error('--worker must be in 0 .. --workers - 1')
     from metrabs_ros.data.generator import GeneratorConfig
     render_chunks(args.directory, args.crop_side, args.chunks, args.seed,
-                  config=GeneratorConfig(pose_mixing_probability=args.pose_mixing),
+                  config=GeneratorConfig(pose_mixing_probability=args.pose_mixing,
+                                         joint_jitter_degrees=args.joint_jitter),
                   worker=args.worker, workers=args.workers)
     return 0
 
