@@ -15,6 +15,7 @@ start=$(date +%s); deadline=$((start + total))
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 cache=/tmp/gpu_cache; run=/tmp/gpu_run; renderers=${RENDERERS:-14}; device=${DEVICE:-cuda}
 mkdir -p "$out" "$cache"
+renderer_pids=()
 log() { echo "[$(( $(date +%s) - start )) s] $*"; }
 
 log "GPU: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader)"
@@ -22,6 +23,7 @@ log "cores: $(nproc); python $(python3 -V 2>&1); torch $(python3 -c 'import torc
 for k in $(seq 0 $((renderers - 1))); do
   OMP_NUM_THREADS=1 python3 -m metrabs_ros.train.crop_cache "$cache" --chunks 4000 --seed 21 \
     --pose-mixing 0.5 --worker "$k" --workers "$renderers" >"/tmp/render_$k.log" 2>&1 &
+  renderer_pids+=($!)
 done
 
 log "CUDA tests"
@@ -55,7 +57,7 @@ python3 -m metrabs_ros.train.trainer "$run" --data-dir "$cache" --init-from bund
   --time-budget-s "$budget" --crops-on-device true --data-workers 0 --precision fp32 \
   --channels-last true --device "$device" \
   2>&1 | tr '\r' '\n' | grep -v "it/s\]$\|s/it\]$" | tail -5
-pkill -f metrabs_ros.train.crop_cache
+kill "${renderer_pids[@]}"
 log "rendered: $(ls -d "$cache"/chunk_????? | wc -l) chunks, $(python3 -c "
 import numpy as np, glob
 print(sum(np.load(p, mmap_mode='r').shape[0] for p in glob.glob('$cache/chunk_?????/crops.npy')))") crops"
