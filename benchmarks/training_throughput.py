@@ -1,7 +1,8 @@
 """Training-side throughput: crops per second of the data (rendering synthetic samples and
 cropping them, as metrabs-render-crops does; reading the crop cache, as metrabs-train
---data-dir does, by a loader process or held on the device) and of the training step (forward, losses, backward, AdamW) in float32 and
-with the bfloat16 backbone, on one process with the current torch thread count.
+--data-dir does, by a loader process or held on the device) and of the training step
+(forward, losses, backward, AdamW) in float32 and with the bfloat16 backbone, on one process
+with the current torch thread count.
 
     OMP_NUM_THREADS=1 python benchmarks/training_throughput.py [--crop-side 128]
         [--batch-size 16] [--samples 40] [--steps 12] [--device auto|cpu|cuda]

@@ -181,11 +181,11 @@ def test_numpy_kinematics_matches_pybullet_link_frames():
 
 
 def _pose_with_pybullet(pybullet, client, body, frame, root, yaw):
-    from metrabs_ros.data.humanoid import CLIP_JOINTS, _quat_multiply
+    from metrabs_ros.data.humanoid import CLIP_JOINTS, quat_multiply
     w, x, y, z = frame[4:8]
     turn = np.array([0.0, np.sin(yaw / 2), 0.0, np.cos(yaw / 2)])
     pybullet.resetBasePositionAndOrientation(
-        body, list(root), _quat_multiply(turn, np.array([x, y, z, w])).tolist(),
+        body, list(root), quat_multiply(turn, np.array([x, y, z, w])).tolist(),
         physicsClientId=client)
     column = 8
     for link, kind in CLIP_JOINTS:

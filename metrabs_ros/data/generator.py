@@ -158,12 +158,12 @@ class SyntheticGenerator:
                 if all(np.hypot(*(xz - r[[0, 2]])) > 0.8 for r in roots):
                     break
             frame = load_clip(clip)[frame_index]
+            clip_rows = [load_clip(c) for c in self.clips]
             if self.config.pose_mixing_probability and \
                     rng.random() < self.config.pose_mixing_probability:
-                frame = mixed_frame(frame, [load_clip(c) for c in self.clips], rng)
+                frame = mixed_frame(frame, clip_rows, rng)
             if self.config.joint_jitter_degrees > 0:
-                frame = jittered_frame(frame, [load_clip(c) for c in self.clips], rng,
-                                       self.config.joint_jitter_degrees)
+                frame = jittered_frame(frame, clip_rows, rng, self.config.joint_jitter_degrees)
             root = np.array([xz[0], frame[2], xz[1]])
             self.humanoid.set_pose(frame, root, yaw=rng.uniform(-np.pi, np.pi), body=body)
             self.styles[body], self.heights[body] = random_style(rng), random_height(rng)

@@ -116,7 +116,7 @@ class Humanoid:
         position = np.asarray(frame[1:4]) if root_position is None else np.asarray(root_position)
         w, x, y, z = frame[4:8]
         turn = np.array([0.0, np.sin(yaw / 2), 0.0, np.cos(yaw / 2)])  # about world y
-        orientation = quaternion_matrix(_quat_multiply(turn, np.array([x, y, z, w])))
+        orientation = quaternion_matrix(quat_multiply(turn, np.array([x, y, z, w])))
         rotations, column = {}, 8
         for link, kind in CLIP_JOINTS:
             if kind == 'sphere':
@@ -160,7 +160,7 @@ def axis_angle_matrix(axis: np.ndarray, angle: float) -> np.ndarray:
     return np.eye(3) + np.sin(angle) * cross + (1 - np.cos(angle)) * cross @ cross
 
 
-def _quat_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def quat_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Hamilton product of (x, y, z, w) quaternions."""
     ax, ay, az, aw = a
     bx, by, bz, bw = b

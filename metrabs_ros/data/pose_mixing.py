@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from metrabs_ros.data.humanoid import CLIP_JOINTS
+from metrabs_ros.data.humanoid import CLIP_JOINTS, quat_multiply
 
 # Columns of a clip row (see humanoid.CLIP_JOINTS): 0 duration, 1:4 root position, 4:8 root
 # quaternion, then the joint angles of each limb group.
@@ -52,8 +52,10 @@ def jittered_frame(frame: np.ndarray, clips: Sequence[np.ndarray], rng: np.rando
         if kind == 'sphere':
             axis = rng.normal(size=3)
             half = rng.uniform(0, limit) / 2
-            turn = np.concatenate([[np.cos(half)], np.sin(half) * axis / np.linalg.norm(axis)])
-            frame[column:column + 4] = _multiply_wxyz(frame[column:column + 4], turn)
+            turn = np.append(np.sin(half) * axis / np.linalg.norm(axis), np.cos(half))  # x, y, z, w
+            w, x, y, z = frame[column:column + 4]
+            x, y, z, w = quat_multiply(np.array([x, y, z, w]), turn)
+            frame[column:column + 4] = w, x, y, z  # the clips store (w, x, y, z)
             column += 4
         else:
             low = min(clip[:, column].min() for clip in clips)
@@ -62,8 +64,3 @@ def jittered_frame(frame: np.ndarray, clips: Sequence[np.ndarray], rng: np.rando
             column += 1
     return frame
 
-
-def _multiply_wxyz(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Hamilton product of quaternions stored (w, x, y, z), as the clips store them."""
-    w1, v1, w2, v2 = a[0], a[1:], b[0], b[1:]
-    return np.concatenate([[w1 * w2 - v1 @ v2], w1 * v2 + w2 * v1 + np.cross(v1, v2)])

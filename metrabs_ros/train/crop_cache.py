@@ -69,6 +69,19 @@ def chunk_dirs(directory: Path) -> list[Path]:
                   not p.name.endswith('.tmp'))
 
 
+def cache_directories(directories) -> list[Path]:
+    """The crop caches named by a path, a comma-separated list of paths or a sequence of them."""
+    if isinstance(directories, (str, Path)):
+        directories = str(directories).split(',')
+    return [Path(d) for d in directories]
+
+
+def no_chunks_error(directories: list[Path]) -> FileNotFoundError:
+    """The error for caches that hold no chunk yet."""
+    return FileNotFoundError(f'no crop chunks in {", ".join(map(str, directories))}; render '
+                             'them with metrabs-render-crops')
+
+
 def load_chunk(path: Path) -> Batch:
     """One chunk, memory-mapped (crops stay uint8)."""
     return Batch(*(np.load(path / f'{f}.npy', mmap_mode='r') for f in FIELDS))
@@ -82,9 +95,7 @@ class CachedBatches(torch.utils.data.IterableDataset):
 
     def __init__(self, directories, batch_size: int, seed: int,
                  colour_jitter: float = 0.2, refresh_every: int = 200):
-        if isinstance(directories, (str, Path)):
-            directories = str(directories).split(',')
-        self.directories = [Path(d) for d in directories]
+        self.directories = cache_directories(directories)
         self.batch_size, self.seed = batch_size, seed
         self.colour_jitter, self.refresh_every = colour_jitter, refresh_every
 
@@ -99,9 +110,7 @@ class CachedBatches(torch.utils.data.IterableDataset):
                 chunks += [load_chunk(p) for p in new]
                 loaded.update(new)
                 if not chunks:
-                    raise FileNotFoundError(
-                        f'no crop chunks in {", ".join(map(str, self.directories))}; render '
-                        'them with metrabs-render-crops')
+                    raise no_chunks_error(self.directories)
                 sizes = np.array([len(c.crops) for c in chunks])
             batch_number += 1
             which = rng.choice(len(chunks), self.batch_size, p=sizes / sizes.sum())

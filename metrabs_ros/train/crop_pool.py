@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metrabs_ros.train.crop_cache import FIELDS, chunk_dirs
+from metrabs_ros.train.crop_cache import FIELDS, cache_directories, chunk_dirs, no_chunks_error
 from metrabs_ros.train.examples import Batch
 
 
@@ -23,9 +23,7 @@ class DeviceCropPool:
 
     def __init__(self, directories, batch_size: int, device: torch.device | str, seed: int,
                  colour_jitter: float = 0.2, refresh_every: int = 200):
-        if isinstance(directories, (str, Path)):
-            directories = str(directories).split(',')
-        self.directories = [Path(d) for d in directories]
+        self.directories = cache_directories(directories)
         self.batch_size, self.device = batch_size, torch.device(device)
         self.colour_jitter, self.refresh_every = colour_jitter, refresh_every
         self.generator = torch.Generator(self.device).manual_seed(seed)
@@ -40,8 +38,7 @@ class DeviceCropPool:
             self._append({f: torch.from_numpy(np.load(path / f'{f}.npy')) for f in FIELDS})
             self.loaded.add(path)
         if not self.size:
-            raise FileNotFoundError(f'no crop chunks in {", ".join(map(str, self.directories))}; '
-                                    'render them with metrabs-render-crops')
+            raise no_chunks_error(self.directories)
         return self.size
 
     def _append(self, chunk: dict[str, torch.Tensor]) -> None:
