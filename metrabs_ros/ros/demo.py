@@ -97,6 +97,9 @@ def play(sequence: Path, node: subprocess.Popen, startup_timeout: float, out: Pa
         peer.create_subscription(DiagnosticArray, '/diagnostics',
                                  received['diagnostics'].append, 10)
 
+        def frames_with_all_outputs() -> int:
+            return min(len(received[k]) for k in ('skeletons', 'markers', 'debug'))
+
         # The node publishes diagnostics once configured (and, with autostart, activated).
         if not spin_until(peer, lambda: received['diagnostics'] or node.poll() is not None,
                           startup_timeout) or node.poll() is not None:
@@ -114,11 +117,12 @@ def play(sequence: Path, node: subprocess.Popen, startup_timeout: float, out: Pa
             sent[(stamp.sec, stamp.nanosec)] = (number, time.time())
             image_pub.publish(image)
             info_pub.publish(info)
-            if not realtime:  # paced: wait for this frame's output (the node drops no frame)
-                spin_until(peer, lambda: len(received['skeletons']) > number, 30.0)
+            if not realtime:  # paced: wait for all of this frame's outputs (the node drops no
+                # frame; its debug image publisher keeps only the latest, so the next frame
+                # could replace an image still on its way)
+                spin_until(peer, lambda: frames_with_all_outputs() > number, 30.0)
             spin_until(peer, lambda: False, max(0.0, period - (time.monotonic() - start)))
-        spin_until(peer, lambda: min(len(received[k]) for k in ('skeletons', 'markers', 'debug'))
-                   >= len(samples), 60.0)
+        spin_until(peer, lambda: frames_with_all_outputs() >= len(samples), 60.0)
         summary = summarize(received, receipt_times, sent, samples)
         write_pictures(received, out)
         return summary
