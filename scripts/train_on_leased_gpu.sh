@@ -2,10 +2,10 @@
 # One leased-GPU session, as one command (docs/training_bundled_model.md, section 9):
 # CUDA test, GPU benchmark options, then pose training from the bundled weights on crops that
 # the machine's CPU cores render meanwhile (held on the GPU: --crops-on-device, no loader
-# processes), until the wall-clock deadline; the weights come back
+# processes), until the wall-clock deadline; each variant's weights come back in OUT/NAME,
 # split in four files (the device tool returns files of at most 16 MiB).
 #
-#   bash scripts/train_on_leased_gpu.sh OUT SECONDS
+#   [VARIANTS="reaug:true control:false"] bash scripts/train_on_leased_gpu.sh OUT SECONDS
 #
 # Expects: python3 with torch (CUDA), numpy, opencv, scipy, scikit-image, safetensors, tqdm;
 # the humanoid URDF and motion clips in $METRABS_HUMANOID_DATA (no pybullet needed).
@@ -21,52 +21,66 @@ log() { echo "[$(( $(date +%s) - start )) s] $*"; }
 log "GPU: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader)"
 log "cores: $(nproc); python $(python3 -V 2>&1); torch $(python3 -c 'import torch;print(torch.__version__)')"
 for k in $(seq 0 $((renderers - 1))); do
-  OMP_NUM_THREADS=1 python3 -m metrabs_ros.train.crop_cache "$cache" --chunks 4000 --seed 21 \
+  OMP_NUM_THREADS=1 python3 -m metrabs_ros.train.crop_cache "$cache" --chunks 4000 --seed "${SEED:-31}" \
     --pose-mixing 0.5 --worker "$k" --workers "$renderers" >"/tmp/render_$k.log" 2>&1 &
   renderer_pids+=($!)
 done
 
-log "CUDA tests"
-timeout 120 python3 -m pytest -q -p no:cacheprovider test/test_model.py test/test_estimator.py \
-  -k cuda 2>&1 | tail -3
+if [ "${BENCHMARKS:-1}" = 1 ]; then  # BENCHMARKS=0: train only (figures already taken)
+  log "CUDA tests"
+  timeout 120 python3 -m pytest -q -p no:cacheprovider test/test_model.py test/test_estimator.py \
+    -k cuda 2>&1 | tail -3
 
-log "benchmarks: model throughput (GPU options)"
-for opts in "--dtype float32" "--dtype float16" "--dtype bfloat16" \
-            "--dtype bfloat16 --channels-last" "--dtype bfloat16 --channels-last --compile"; do
-  log "model_throughput $opts"
-  timeout 150 python3 benchmarks/model_throughput.py --device "$device" --seconds 1 \
-    --batch-sizes ${BENCH_BATCHES:-1 8 64 256} $opts 2>&1 | grep -v "^$" | tail -8
-done
-log "benchmarks: estimator stages (GPU crops)"
-timeout 90 python3 benchmarks/estimator_stages.py --device "$device" --images 3 --people 1 3 10 \
-  --num-aug 1 5 2>&1 | tail -10
-log "benchmarks: training step"
-timeout 90 python3 benchmarks/training_throughput.py --device "$device" --batch-size 256 --samples 20 \
-  --steps 20 2>&1 | tail -8
+  log "benchmarks: model throughput (GPU options)"
+  for opts in "--dtype float32" "--dtype float16" "--dtype bfloat16" \
+              "--dtype bfloat16 --channels-last" "--dtype bfloat16 --channels-last --compile"; do
+    log "model_throughput $opts"
+    timeout 150 python3 benchmarks/model_throughput.py --device "$device" --seconds 1 \
+      --batch-sizes ${BENCH_BATCHES:-1 8 64 256} $opts 2>&1 | grep -v "^$" | tail -8
+  done
+  log "benchmarks: estimator stages (GPU crops)"
+  timeout 90 python3 benchmarks/estimator_stages.py --device "$device" --images 3 --people 1 3 10 \
+    --num-aug 1 5 2>&1 | tail -10
+  log "benchmarks: training step"
+  timeout 90 python3 benchmarks/training_throughput.py --device "$device" --batch-size 256 --samples 20 \
+    --steps 20 2>&1 | tail -8
+fi
 
 chunks=$(ls -d "$cache"/chunk_????? 2>/dev/null | wc -l)
 log "rendered so far: $chunks chunks"
 while [ "$chunks" -lt 8 ] && [ "$(date +%s)" -lt $((deadline - 120)) ]; do
   sleep 5; chunks=$(ls -d "$cache"/chunk_????? 2>/dev/null | wc -l)
 done
-budget=$((deadline - $(date +%s) - 45))
-log "training for $budget s"
-python3 -m metrabs_ros.train.trainer "$run" --data-dir "$cache" --init-from bundled --stride 16 \
-  --batch-size "${BATCH:-256}" --learning-rate "${LR:-1e-3}" --warmup-steps 300 \
-  --absolute-loss-start 0 --absolute-loss-ramp 1 --steps 1000000 --checkpoint-every 5000 \
-  --time-budget-s "$budget" --crops-on-device true --data-workers 0 --precision fp32 \
-  --channels-last true --device "$device" \
-  2>&1 | tr '\r' '\n' | grep -v "it/s\]$\|s/it\]$" | tail -5
+budget=$((deadline - $(date +%s) - 50))
+# VARIANTS: NAME:REAUGMENT pairs, trained side by side on the same renders (an A/B at equal
+# time); REAUGMENT true turns, zooms and mirrors every drawn crop afresh (crop_warp)
+variants=${VARIANTS:-reaug:true}
+log "training for $budget s: $variants"
+trainer_pids=()
+for variant in $variants; do
+  name=${variant%%:*}; reaugment=${variant##*:}
+  python3 -m metrabs_ros.train.trainer "$run/$name" --data-dir "$cache" --init-from bundled \
+    --stride 16 --batch-size "${BATCH:-256}" --learning-rate "${LR:-1e-3}" --warmup-steps 300 \
+    --absolute-loss-start 0 --absolute-loss-ramp 1 --steps 1000000 --checkpoint-every 5000 \
+    --time-budget-s "$budget" --crops-on-device true --reaugment-on-device "$reaugment" \
+    --data-workers 0 --precision fp32 --channels-last true --device "$device" \
+    2>&1 | tr '\r' '\n' | grep -v "it/s\]$\|s/it\]$" | tail -5 | sed "s/^/[$name] /" &
+  trainer_pids+=($!)
+done
+wait "${trainer_pids[@]}"
 kill "${renderer_pids[@]}"
 log "rendered: $(ls -d "$cache"/chunk_????? | wc -l) chunks, $(python3 -c "
 import numpy as np, glob
 print(sum(np.load(p, mmap_mode='r').shape[0] for p in glob.glob('$cache/chunk_?????/crops.npy')))") crops"
-log "steps: $(tail -1 "$run/train_log.jsonl")"
-python3 - "$run" "$out" <<'PY'
+for variant in $variants; do
+  name=${variant%%:*}
+  log "$name steps: $(tail -1 "$run/$name/train_log.jsonl")"
+  python3 - "$run/$name" "$out/$name" <<'PY'
 import sys, shutil
 from pathlib import Path
 from safetensors.torch import load_file, save_file
 run, out = Path(sys.argv[1]), Path(sys.argv[2])
+out.mkdir(parents=True, exist_ok=True)
 tensors = load_file(run / 'model' / 'model.safetensors')
 parts = [{}, {}, {}, {}]  # float32, balanced by size: each file well under 16 MiB
 sizes = [0] * len(parts)
@@ -79,5 +93,6 @@ for i, part in enumerate(parts):
 shutil.copy(run / 'model' / 'config.json', out / 'config.json')
 shutil.copy(run / 'train_log.jsonl', out / 'train_log.jsonl')
 PY
+done
 tail -2 /tmp/render_0.log
 log "done"

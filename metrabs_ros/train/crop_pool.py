@@ -13,19 +13,28 @@ import numpy as np
 import torch
 
 from metrabs_ros.train.crop_cache import FIELDS, cache_directories, chunk_dirs, no_chunks_error
+from metrabs_ros.train.crop_warp import ReaugmentationRanges, random_camera_changes, reaugment
 from metrabs_ros.train.examples import Batch
 
 
 class DeviceCropPool:
     """Endless batches (torch tensors on `device`, crops float32 in [0, 1]) drawn uniformly
     from every crop of the caches in `directories` (a path, comma-separated paths or a sequence
-    of them), with fresh colour jitter."""
+    of them), with fresh colour jitter and, given `reaugmentation` and the skeleton's
+    `mirror_joints` permutation, a fresh camera turn, zoom and mirroring (crop_warp)."""
 
     def __init__(self, directories, batch_size: int, device: torch.device | str, seed: int,
-                 colour_jitter: float = 0.2, refresh_every: int = 200):
+                 colour_jitter: float = 0.2, refresh_every: int = 200,
+                 reaugmentation: ReaugmentationRanges | None = None,
+                 mirror_joints: np.ndarray | None = None):
         self.directories = cache_directories(directories)
         self.batch_size, self.device = batch_size, torch.device(device)
         self.colour_jitter, self.refresh_every = colour_jitter, refresh_every
+        self.reaugmentation = reaugmentation
+        if reaugmentation is not None:
+            if mirror_joints is None:
+                raise ValueError('reaugmentation mirrors crops: give mirror_joints')
+            self.mirror_joints = torch.as_tensor(mirror_joints, device=self.device)
         self.generator = torch.Generator(self.device).manual_seed(seed)
         self.loaded: set[Path] = set()
         self.size = 0
@@ -68,11 +77,17 @@ class DeviceCropPool:
         """One batch from the crops loaded so far."""
         index = torch.randint(self.size, (self.batch_size,), device=self.device,
                               generator=self.generator)
-        crops = self.storage['crops'][index].float() / 255
+        batch = Batch(self.storage['crops'][index].float() / 255,
+                      *(self.storage[f][index] for f in FIELDS[1:]))
+        if self.reaugmentation is not None:
+            changes, focal_factors = random_camera_changes(
+                self.batch_size, batch.intrinsics[:, 0, 0], batch.crops.shape[-1],
+                self.reaugmentation, self.generator)
+            batch = reaugment(batch, changes, focal_factors, self.mirror_joints)
         factors = 1 + self.colour_jitter * (2 * torch.rand(
             (self.batch_size, 3), device=self.device, generator=self.generator) - 1)
-        return Batch(jitter_colour_batch(crops, factors),
-                     *(self.storage[f][index] for f in FIELDS[1:]))
+        return Batch(jitter_colour_batch(batch.crops, factors), batch.intrinsics,
+                     batch.targets3d, batch.targets2d)
 
 
 def jitter_colour_batch(crops: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:

@@ -66,6 +66,9 @@ class TrainConfig:
     # with data_dir: hold the caches in memory on the training device and draw and jitter
     # batches there, no loader processes (a GPU outruns them; needs ~49 KB per 128-pixel crop)
     crops_on_device: bool = False
+    # with crops_on_device: turn, zoom and mirror every drawn crop's camera afresh on the
+    # device (crop_warp), so that reused crops are new views
+    reaugment_on_device: bool = False
 
 
 class Trainer:
@@ -171,8 +174,11 @@ class Trainer:
         from the crop caches in data_dir (read onto the device where crops_on_device)."""
         if self.config.data_dir and self.config.crops_on_device:
             from metrabs_ros.train.crop_pool import DeviceCropPool
+            from metrabs_ros.train.crop_warp import ReaugmentationRanges
+            ranges = ReaugmentationRanges() if self.config.reaugment_on_device else None
             return iter(DeviceCropPool(self.config.data_dir, self.config.batch_size, self.device,
-                                       self.config.seed + self.step_count))
+                                       self.config.seed + self.step_count,
+                                       reaugmentation=ranges, mirror_joints=self.mirror))
         if self.config.data_dir:
             from metrabs_ros.train.crop_cache import CachedBatches
             return batch_iterator(CachedBatches(self.config.data_dir, self.config.batch_size,
