@@ -2,8 +2,8 @@
 # One leased-GPU session, as one command (docs/training_bundled_model.md, section 9):
 # CUDA test, GPU benchmark options, then pose training from the bundled weights on crops that
 # the machine's CPU cores render meanwhile (held on the GPU: --crops-on-device, no loader
-# processes), until the wall-clock deadline; each variant's weights come back in OUT/NAME,
-# split in four files (the device tool returns files of at most 16 MiB).
+# processes), until the wall-clock deadline; each variant's weights come back in OUT/NAME, in
+# parts (scripts/device_weights.py; join them with its `join`).
 #
 #   [VARIANTS="reaug:true control:false"] bash scripts/train_on_leased_gpu.sh OUT SECONDS
 #
@@ -75,24 +75,9 @@ print(sum(np.load(p, mmap_mode='r').shape[0] for p in glob.glob('$cache/chunk_??
 for variant in $variants; do
   name=${variant%%:*}
   log "$name steps: $(tail -1 "$run/$name/train_log.jsonl")"
-  python3 - "$run/$name" "$out/$name" <<'PY'
-import sys, shutil
-from pathlib import Path
-from safetensors.torch import load_file, save_file
-run, out = Path(sys.argv[1]), Path(sys.argv[2])
-out.mkdir(parents=True, exist_ok=True)
-tensors = load_file(run / 'model' / 'model.safetensors')
-parts = [{}, {}, {}, {}]  # float32, balanced by size: each file well under 16 MiB
-sizes = [0] * len(parts)
-for name, tensor in sorted(tensors.items(), key=lambda kv: -kv[1].numel()):
-    smallest = sizes.index(min(sizes))
-    parts[smallest][name] = tensor
-    sizes[smallest] += tensor.numel() * tensor.element_size()
-for i, part in enumerate(parts):
-    save_file(part, out / f'model_part{i + 1}.safetensors')
-shutil.copy(run / 'model' / 'config.json', out / 'config.json')
-shutil.copy(run / 'train_log.jsonl', out / 'train_log.jsonl')
-PY
+  # at most 8 files (16 MiB each, 64 MiB in all) come back per call: float16 for two variants
+  python3 scripts/device_weights.py split "$run/$name" "$out/$name" \
+    $([ "$(echo $variants | wc -w)" -gt 1 ] && echo --half)
 done
 tail -2 /tmp/render_0.log
 log "done"
