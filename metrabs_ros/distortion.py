@@ -73,6 +73,20 @@ def undistort(xy_distorted: np.ndarray, coeffs: np.ndarray, max_iter: int = 50,
     return np.where((residual < 1e-9)[..., np.newaxis], xy, np.nan).reshape(shape)
 
 
+def fold_radius(coeffs, max_radius: float = 10.0, steps: int = 20000) -> float:
+    """The normalized radius where the radial distortion stops growing with the radius (inf if
+    it grows up to max_radius). Beyond it the model folds back: distorted points there have
+    further, unphysical preimages that `undistort` may converge to."""
+    coeffs = as_distortion_coeffs(coeffs)
+    r = np.linspace(0.0, max_radius, steps + 1)
+    k1, k2, k3, k4, k5, k6 = coeffs[[0, 1, 4, 5, 6, 7]]
+    r2 = r * r
+    distorted = r * (1 + k1 * r2 + k2 * r2 ** 2 + k3 * r2 ** 3) / (
+        1 + k4 * r2 + k5 * r2 ** 2 + k6 * r2 ** 3)
+    falling = np.flatnonzero(np.diff(distorted) <= 0)
+    return float(r[falling[0]]) if len(falling) else float('inf')
+
+
 def _stack_last(a, b, like):
     if isinstance(like, np.ndarray):
         return np.stack([a, b], axis=-1)

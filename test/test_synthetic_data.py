@@ -9,6 +9,7 @@ from metrabs_ros.data.ellipsoid_renderer import Ellipsoid, Material, cast_rays, 
 from metrabs_ros.data.human_body import random_height, random_style  # noqa: E402
 from metrabs_ros.camera import Camera  # noqa: E402
 from metrabs_ros.data.humanoid import CLIPS, load_clip  # noqa: E402
+from metrabs_ros.distortion import fold_radius  # noqa: E402
 from metrabs_ros.skeletons import get_skeleton  # noqa: E402
 
 SMALL = GeneratorConfig(image_size=(320, 240), min_visible_pixels=40)
@@ -273,3 +274,25 @@ def test_joint_jitter_turns_every_joint_by_at_most_its_limit():
             assert (difference < 1e-3) == same, difference
     finally:
         humanoid.close()
+
+
+def test_fold_radius_of_barrel_distortion():
+    # r (1 + k1 r^2) stops growing where 1 + 3 k1 r^2 = 0
+    assert fold_radius([-0.3, 0, 0, 0, 0]) == pytest.approx(1 / np.sqrt(0.9), abs=1e-3)
+    assert fold_radius([0.1, 0.01, 0, 0, 0]) == float('inf')
+
+
+def test_coarse_distortion_map_never_lands_inside_where_no_ray_is_imaged():
+    """A strongly distorted camera (a test set's) whose fold lies inside the image: the coarse
+    map used for rendering must not interpolate between the inverse's branches, which put
+    corner pixels onto people in the middle of the image (and their boxes out to the corner)."""
+    camera = Camera(K=[[390.5, 0, 330.7], [0, 391.7, 222.6], [0, 0, 1]],
+                    distortion_coeffs=[-0.2886, 0.01433, -1.812e-4, 2.827e-5, 0.0],
+                    image_size=(640, 480))
+    exact = np.stack(ideal_pixel_map(camera, 640, 480, grid_stride=1), -1)
+    coarse = np.stack(ideal_pixel_map(camera, 640, 480, grid_stride=4), -1)
+    not_imaged = (exact < -1000).any(-1)
+    assert 0.1 < not_imaged.mean() < 0.4  # the corners
+    coarse_inside = ((coarse >= 0) & (coarse <= [640, 480])).all(-1)
+    assert not (coarse_inside & not_imaged).any()
+    assert np.abs(exact - coarse)[coarse_inside].max() < 10  # steep near the fold, else exact

@@ -20,6 +20,7 @@ from metrabs_ros.data.human_body import (BASE_HEIGHT_M, BodyStyle, body_ellipsoi
                                          random_style)
 from metrabs_ros.data.humanoid import CLIPS, Humanoid, load_clip
 from metrabs_ros.data.pose_mixing import jittered_frame, mixed_frame
+from metrabs_ros.distortion import fold_radius
 
 TEST_CLIPS = ('dance_b', 'kick', 'getup_faceup')
 TRAIN_CLIPS = tuple(c for c in CLIPS if c not in TEST_CLIPS)
@@ -225,20 +226,34 @@ def apply_distortion(camera: Camera, image: np.ndarray, body_ids: np.ndarray,
     return warped, ids.astype(np.int64)
 
 
+INVALID_PIXEL = -1e4  # where the distortion cannot be inverted: far outside any image
+
+
 def ideal_pixel_map(camera: Camera, width: int, height: int, grid_stride: int = 1):
     """For every distorted pixel (x, y), where it lies in the undistorted pinhole image, as two
     float32 (H, W) maps for cv2.remap; where distortion cannot be inverted, far outside."""
     xs = np.arange(0, width + grid_stride, grid_stride, dtype=np.float64)
     ys = np.arange(0, height + grid_stride, grid_stride, dtype=np.float64)
     grid = np.stack(np.meshgrid(xs, ys), -1)
-    ideal = camera.undistort_pixels(grid) @ camera.K[:2, :2].T + camera.K[:2, 2]
-    ideal = np.nan_to_num(ideal, nan=-1e4).astype(np.float32)
+    normalized = camera.undistort_pixels(grid)
+    # Beyond the distortion's fold radius Newton's method finds other, unphysical roots: those
+    # pixels are not imaged, like the ones without any root.
+    radius = np.linalg.norm(np.nan_to_num(normalized, nan=np.inf), axis=-1)
+    valid = radius < fold_radius(camera.distortion_coeffs)
+    ideal = normalized @ camera.K[:2, :2].T + camera.K[:2, 2]
+    ideal = np.where(valid[..., None], ideal, INVALID_PIXEL).astype(np.float32)
     if grid_stride == 1:
         return ideal[:height, :width, 0], ideal[:height, :width, 1]
     fine_x, fine_y = np.meshgrid(np.arange(width, dtype=np.float32) / grid_stride,
                                  np.arange(height, dtype=np.float32) / grid_stride)
-    return tuple(cv2.remap(np.ascontiguousarray(ideal[..., i]), fine_x, fine_y, cv2.INTER_LINEAR)
-                 for i in range(2))
+    maps = [cv2.remap(np.ascontiguousarray(ideal[..., i]), fine_x, fine_y, cv2.INTER_LINEAR)
+            for i in range(2)]
+    # A pixel interpolated between a valid and an invalid grid point would land anywhere on the
+    # line between them (inside the image, on a person): it is invalid too.
+    partly_invalid = cv2.remap(valid.astype(np.float32), fine_x, fine_y, cv2.INTER_LINEAR) < 1
+    for map_ in maps:
+        map_[partly_invalid] = INVALID_PIXEL
+    return tuple(maps)
 
 
 def visible_boxes(body_ids: np.ndarray, bodies, min_pixels: int):
