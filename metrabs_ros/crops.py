@@ -368,7 +368,8 @@ def crop_to_image_pixels(camera: Camera, geometry: CropGeometry,
                          crop_pixels: torch.Tensor) -> torch.Tensor:
     """(N, P, 2) crop pixels -> (N, P, 2) original-image pixels (distorted), float64.
 
-    Rays behind the original camera map far outside the image.
+    Rays behind the original camera, and rays beyond the lens distortion's fold radius (which
+    the distortion model would fold back into the image), map far outside the image.
     """
     device = crop_pixels.device
     crop_to_ray = torch.as_tensor(  # R^T K_crop^-1: crop pixel -> ray in the original camera
@@ -376,12 +377,15 @@ def crop_to_image_pixels(camera: Camera, geometry: CropGeometry,
     homogeneous = torch.cat([crop_pixels.double(), torch.ones_like(crop_pixels[..., :1]).double()], -1)
     rays = torch.einsum('nij,npj->npi', crop_to_ray, homogeneous)
     normalized = rays[..., :2] / rays[..., 2:].clamp(min=1e-9)
+    imaged = rays[..., 2:] > 1e-9
     if camera.has_distortion:
+        fold = distortion.fold_radius(camera.distortion_coeffs)
+        imaged &= torch.linalg.norm(normalized, dim=-1, keepdim=True) < fold
         coeffs = torch.tensor(camera.distortion_coeffs, device=device)
         normalized = distortion.distort(normalized, coeffs)
     K = torch.tensor(camera.K, device=device)
     pixels = normalized @ K[:2, :2].T + K[:2, 2]
-    return torch.where(rays[..., 2:] > 1e-9, pixels, torch.full_like(pixels, -1e6))
+    return torch.where(imaged, pixels, torch.full_like(pixels, -1e6))
 
 
 def pyramid_levels(geometry: CropGeometry, antialias: int = 1) -> np.ndarray:

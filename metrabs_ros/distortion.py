@@ -6,6 +6,8 @@ with thin prism = 12). Shorter vectors are zero-padded to 12.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 N_COEFFS = 12
@@ -73,11 +75,17 @@ def undistort(xy_distorted: np.ndarray, coeffs: np.ndarray, max_iter: int = 50,
     return np.where((residual < 1e-9)[..., np.newaxis], xy, np.nan).reshape(shape)
 
 
-def fold_radius(coeffs, max_radius: float = 10.0, steps: int = 20000) -> float:
+def fold_radius(coeffs) -> float:
     """The normalized radius where the radial distortion stops growing with the radius (inf if
-    it grows up to max_radius). Beyond it the model folds back: distorted points there have
+    it grows up to radius 10). Beyond it the model folds back: distorted points there have
     further, unphysical preimages that `undistort` may converge to."""
-    coeffs = as_distortion_coeffs(coeffs)
+    return _fold_radius(tuple(as_distortion_coeffs(coeffs).tolist()))
+
+
+@lru_cache(maxsize=64)  # one scan per camera calibration, not per frame
+def _fold_radius(coeffs: tuple[float, ...], max_radius: float = 10.0,
+                 steps: int = 20000) -> float:
+    coeffs = np.asarray(coeffs)
     r = np.linspace(0.0, max_radius, steps + 1)
     k1, k2, k3, k4, k5, k6 = coeffs[[0, 1, 4, 5, 6, 7]]
     r2 = r * r

@@ -294,3 +294,24 @@ def test_exact_weight_sampler_matches_grid_sample():
         batched = warp_torch(image_pyramid(torch.from_numpy(image).permute(2, 0, 1)[None], 3), maps,
                              antialias=antialias, levels=levels).permute(0, 2, 3, 1).numpy()
         assert np.abs(exact - batched).max() < 1e-6
+
+
+def test_rays_beyond_the_distortion_fold_are_not_sampled():
+    """Barrel distortion r (1 - 0.3 r^2) folds back at r = 1.054: a ray beyond it would be
+    distorted back into the image (ghost content in the crop); it maps far outside instead."""
+    camera = Camera(K=[[300, 0, 320], [0, 300, 240], [0, 0, 1]],
+                    distortion_coeffs=[-0.3, 0, 0, 0, 0], image_size=(640, 480))
+    geometry = crop_geometry(camera, np.array([[420.0, 300.0, 150.0, 150.0]]), 64,
+                             Augmentations(angles_rad=np.zeros(1), scales=np.full(1, 0.3),
+                                           flips=np.zeros(1, bool), gammas=np.ones(1)))
+    coords = torch.arange(64, dtype=torch.float64)
+    grid = torch.stack(torch.meshgrid(coords, coords, indexing='xy'), -1).reshape(1, -1, 2)
+    pixels = crop_to_image_pixels(camera, geometry, grid)[0].numpy()
+    rays = np.einsum('ji,jk,pk->pi', geometry.R[0], np.linalg.inv(geometry.K[0]),
+                     np.concatenate([grid[0].numpy(), np.ones((64 * 64, 1))], 1))
+    radius = np.linalg.norm(rays[:, :2] / rays[:, 2:], axis=1)
+    radius[rays[:, 2] <= 0] = np.inf  # behind the camera: also far outside
+    assert (radius > 1.06).any() and (radius < 1.05).any()
+    assert (pixels[radius > 1.06] == -1e6).all()
+    expected = camera.project(rays[radius < 1.05])
+    np.testing.assert_allclose(pixels[radius < 1.05], expected, atol=1e-6)
