@@ -5,7 +5,11 @@
 # processes), until the wall-clock deadline; each variant's weights come back in OUT/NAME, in
 # parts (scripts/device_weights.py; join them with its `join`).
 #
-#   [VARIANTS="reaug:true control:false"] bash scripts/train_on_leased_gpu.sh OUT SECONDS
+#   [VARIANTS="reaug:true control:false"] [DETECTOR=0] bash scripts/train_on_leased_gpu.sh OUT SECONDS
+#
+# DETECTOR=1 (the default) also trains the person detector, from the bundled one, on the same
+# renders (the renderers store each image at the detector's input size; detector_pool), into
+# OUT/detector. A call returns at most 8 files: DETECTOR=1 allows one pose variant.
 #
 # Expects: python3 with torch (CUDA), numpy, opencv, scipy, scikit-image, safetensors, tqdm;
 # the humanoid URDF and motion clips in $METRABS_HUMANOID_DATA (no pybullet needed).
@@ -14,6 +18,11 @@ out=${1:?OUT folder}; total=${2:?seconds for the whole script}
 start=$(date +%s); deadline=$((start + total))
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 cache=/tmp/gpu_cache; run=/tmp/gpu_run; renderers=${RENDERERS:-14}; device=${DEVICE:-cuda}
+variants=${VARIANTS:-reaug:true}; detector=${DETECTOR:-1}
+if [ "$detector" = 1 ] && [ "$(echo $variants | wc -w)" -gt 1 ]; then
+  echo "DETECTOR=1 takes one pose variant (a call returns at most 8 files)" >&2; exit 2
+fi
+detector_images=0; [ "$detector" = 1 ] && detector_images=320
 mkdir -p "$out" "$cache"
 renderer_pids=()
 log() { echo "[$(( $(date +%s) - start )) s] $*"; }
@@ -22,7 +31,8 @@ log "GPU: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 log "cores: $(nproc); python $(python3 -V 2>&1); torch $(python3 -c 'import torch;print(torch.__version__)')"
 for k in $(seq 0 $((renderers - 1))); do
   OMP_NUM_THREADS=1 python3 -m metrabs_ros.train.crop_cache "$cache" --chunks 4000 --seed "${SEED:-31}" \
-    --pose-mixing 0.5 --worker "$k" --workers "$renderers" >"/tmp/render_$k.log" 2>&1 &
+    --pose-mixing 0.5 --detector-images "$detector_images" --worker "$k" --workers "$renderers" \
+    >"/tmp/render_$k.log" 2>&1 &
   renderer_pids+=($!)
 done
 
@@ -54,9 +64,16 @@ done
 budget=$((deadline - $(date +%s) - 50))
 # VARIANTS: NAME:REAUGMENT pairs, trained side by side on the same renders (an A/B at equal
 # time); REAUGMENT true turns, zooms and mirrors every drawn crop afresh (crop_warp)
-variants=${VARIANTS:-reaug:true}
-log "training for $budget s: $variants"
+log "training for $budget s: $variants$([ "$detector" = 1 ] && echo " + detector")"
 trainer_pids=()
+if [ "$detector" = 1 ]; then
+  python3 -m metrabs_ros.train.detector_trainer "$run/detector" --data-dir "$cache" \
+    --init-from bundled --batch-size "${DETECTOR_BATCH:-64}" \
+    --learning-rate "${DETECTOR_LR:-1e-3}" --warmup-steps 100 --steps 1000000 \
+    --checkpoint-every 5000 --time-budget-s "$budget" --device "$device" \
+    2>&1 | tr '\r' '\n' | grep -v "it/s\]$\|s/it\]$" | tail -3 | sed "s/^/[detector] /" &
+  trainer_pids+=($!)
+fi
 for variant in $variants; do
   name=${variant%%:*}; reaugment=${variant##*:}
   python3 -m metrabs_ros.train.trainer "$run/$name" --data-dir "$cache" --init-from bundled \
@@ -79,5 +96,10 @@ for variant in $variants; do
   python3 scripts/device_weights.py split "$run/$name" "$out/$name" \
     $([ "$(echo $variants | wc -w)" -gt 1 ] && echo --half)
 done
+if [ "$detector" = 1 ]; then
+  log "detector steps: $(tail -1 "$run/detector/train_log.jsonl")"
+  mkdir -p "$out/detector"
+  cp "$run"/detector/detector/detector.* "$run/detector/train_log.jsonl" "$out/detector/"
+fi
 tail -2 /tmp/render_0.log
 log "done"

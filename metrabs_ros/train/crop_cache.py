@@ -4,6 +4,13 @@ samples batches from every chunk written so far (re-listing them as training goe
 
 Layout: DIR/chunk_00000/{crops,intrinsics,targets3d,targets2d}.npy, crops uint8 (N, 3, S, S)
 RGB, the rest float32 as in `examples.Batch`; DIR/cache.json records the crop side and seed.
+With --detector-images a chunk also holds every rendered image at the person detector's input
+size, for `metrabs-train-detector --data-dir` (the same renders train both networks):
+detector_images.npy uint8 (I, 3, H, W) (resized by area averaging, zero-padded as the
+detector pads), detector_boxes.npy float32 (B, 4) x, y, w, h in those pixels, and
+detector_box_image.npy int32 (B,): the image each box belongs to, detector_image_sizes.npy
+int32 (I, 2): each image's width and height before the padding. Images without people are
+kept: they teach the detector what is not a person.
 A chunk directory appears atomically (written under a temporary name, then renamed), so a
 reader never sees a partial chunk. Chunk k holds the crops of training samples k * samples
 per chunk onwards, so a stopped renderer continues where it left off.
@@ -29,11 +36,12 @@ SKELETON = 'humanoid_15'
 
 def render_chunks(directory: str | Path, side: int, n_chunks: int, seed: int = 0,
                   samples_per_chunk: int = SAMPLES_PER_CHUNK, config=None,
-                  worker: int = 0, workers: int = 1) -> None:
+                  worker: int = 0, workers: int = 1, detector_input_side: int = 0) -> None:
     """Render the missing chunks among the first n_chunks (so a stopped renderer resumes);
     config: the generator's GeneratorConfig (default: its defaults). With several renderer
     processes on one cache, process `worker` of `workers` renders the chunks k with
-    k % workers == worker."""
+    k % workers == worker. detector_input_side > 0: also store every image at that detector
+    input size (the module docstring)."""
     from metrabs_ros.data.generator import TRAIN_CLIPS, GeneratorConfig, SyntheticGenerator
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -42,6 +50,8 @@ def render_chunks(directory: str | Path, side: int, n_chunks: int, seed: int = 0
                 pose_mixing=config.pose_mixing_probability)
     if config.joint_jitter_degrees:  # recorded where used: earlier caches stay resumable
         info['joint_jitter_degrees'] = config.joint_jitter_degrees
+    if detector_input_side:
+        info['detector_input_side'] = detector_input_side
     _check_or_write_info(directory, info)
     mirror = get_skeleton(SKELETON).mirror
     generator = SyntheticGenerator(TRAIN_CLIPS, seed=seed, config=config)
@@ -51,13 +61,15 @@ def render_chunks(directory: str | Path, side: int, n_chunks: int, seed: int = 0
             if _chunk_name(k) in done:
                 continue
             rng = np.random.default_rng([seed, k, 1])
-            parts = []
+            parts, detector_examples = [], []
             for index in range(k * samples_per_chunk, (k + 1) * samples_per_chunk):
                 sample = generator.sample(index)
                 if len(sample.boxes):
                     parts.append(training_crops(sample, side, mirror, rng))
+                if detector_input_side:
+                    detector_examples.append(detector_input(sample, detector_input_side))
             _write_chunk(directory, k, Batch(*(np.concatenate([getattr(p, f) for p in parts])
-                                               for f in FIELDS)))
+                                               for f in FIELDS)), detector_examples)
             print(f'metrabs-render-crops: chunk {k + 1}/{n_chunks}', flush=True)
     finally:
         generator.close()
@@ -126,14 +138,40 @@ def _chunk_name(k: int) -> str:
     return f'chunk_{k:05d}'
 
 
-def _write_chunk(directory: Path, k: int, batch: Batch) -> None:
+def detector_input(sample, input_side: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A sample's image at detector input size (uint8 (3, H, W), padded), its boxes there and
+    the image's width and height before the padding."""
+    from metrabs_ros.centre_detector import CentreNetConfig, input_scale
+    from metrabs_ros.train.detector_trainer import detector_example
+    config = CentreNetConfig(input_side=input_side)
+    image, boxes = detector_example(sample.image, sample.boxes, config)
+    height, width = sample.image.shape[:2]
+    scale = input_scale(config, height, width)
+    return (to_uint8(image), boxes.astype(np.float32),
+            np.array([round(width * scale), round(height * scale)], np.int32))
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """float values in [0, 1] -> uint8, rounded."""
+    return np.clip(image * 255 + 0.5, 0, 255).astype(np.uint8)
+
+
+def _write_chunk(directory: Path, k: int, batch: Batch,
+                 detector_examples: list[tuple[np.ndarray, ...]] = ()) -> None:
     final = directory / _chunk_name(k)
     temporary = directory / f'{_chunk_name(k)}.tmp'
     shutil.rmtree(temporary, ignore_errors=True)
     temporary.mkdir()
-    np.save(temporary / 'crops.npy', np.clip(batch.crops * 255 + 0.5, 0, 255).astype(np.uint8))
+    np.save(temporary / 'crops.npy', to_uint8(batch.crops))
     for f in FIELDS[1:]:
         np.save(temporary / f'{f}.npy', getattr(batch, f).astype(np.float32))
+    if detector_examples:
+        images, boxes, sizes = zip(*detector_examples)
+        np.save(temporary / 'detector_images.npy', np.stack(images))
+        np.save(temporary / 'detector_image_sizes.npy', np.stack(sizes))
+        np.save(temporary / 'detector_boxes.npy', np.concatenate(boxes).reshape(-1, 4))
+        np.save(temporary / 'detector_box_image.npy', np.repeat(
+            np.arange(len(boxes), dtype=np.int32), [len(b) for b in boxes]))
     temporary.rename(final)
 
 
@@ -160,6 +198,10 @@ def main(argv=None) -> int:
     parser.add_argument('--joint-jitter', type=float, default=0.0, metavar='DEGREES',
                         help='turn every joint of every person by up to this angle '
                              '(data.pose_mixing.jittered_frame)')
+    parser.add_argument('--detector-images', type=int, default=0, metavar='INPUT_SIDE',
+                        help='also store every image at this person-detector input size '
+                             '(320 for the bundled detector), for metrabs-train-detector '
+                             '--data-dir')
     parser.add_argument('--worker', type=int, default=0, help='this process: 0 .. workers-1')
     parser.add_argument('--workers', type=int, default=1,
                         help='renderer processes sharing the cache')
@@ -170,7 +212,8 @@ def main(argv=None) -> int:
     render_chunks(args.directory, args.crop_side, args.chunks, args.seed,
                   config=GeneratorConfig(pose_mixing_probability=args.pose_mixing,
                                          joint_jitter_degrees=args.joint_jitter),
-                  worker=args.worker, workers=args.workers)
+                  worker=args.worker, workers=args.workers,
+                  detector_input_side=args.detector_images)
     return 0
 
 

@@ -14,6 +14,7 @@ import torch
 
 from metrabs_ros.train.crop_cache import FIELDS, cache_directories, chunk_dirs, no_chunks_error
 from metrabs_ros.train.crop_warp import ReaugmentationRanges, random_camera_changes, reaugment
+from metrabs_ros.train.device_storage import DeviceStorage
 from metrabs_ros.train.examples import Batch
 
 
@@ -37,33 +38,21 @@ class DeviceCropPool:
             self.mirror_joints = torch.as_tensor(mirror_joints, device=self.device)
         self.generator = torch.Generator(self.device).manual_seed(seed)
         self.loaded: set[Path] = set()
-        self.size = 0
-        self.storage: dict[str, torch.Tensor] = {}
+        self.storage = DeviceStorage(self.device)
+
+    @property
+    def size(self) -> int:
+        return self.storage.size
 
     def refresh(self) -> int:
         """Read the chunks written since the last call onto the device; the number of crops."""
         new = [p for d in self.directories for p in chunk_dirs(d) if p not in self.loaded]
         for path in new:
-            self._append({f: torch.from_numpy(np.load(path / f'{f}.npy')) for f in FIELDS})
+            self.storage.append({f: np.load(path / f'{f}.npy') for f in FIELDS})
             self.loaded.add(path)
         if not self.size:
             raise no_chunks_error(self.directories)
         return self.size
-
-    def _append(self, chunk: dict[str, torch.Tensor]) -> None:
-        n = len(chunk['crops'])
-        capacity = len(self.storage['crops']) if self.storage else 0
-        if self.size + n > capacity:  # grow by doubling: few copies of a large pool
-            new_capacity = max(2 * capacity, self.size + n)
-            for f in FIELDS:
-                grown = torch.empty((new_capacity, *chunk[f].shape[1:]), dtype=chunk[f].dtype,
-                                    device=self.device)
-                if capacity:
-                    grown[:self.size] = self.storage[f][:self.size]
-                self.storage[f] = grown
-        for f in FIELDS:
-            self.storage[f][self.size:self.size + n] = chunk[f].to(self.device)
-        self.size += n
 
     def __iter__(self):
         batch_number = 0

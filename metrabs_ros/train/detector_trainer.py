@@ -47,14 +47,20 @@ class DetectorTrainConfig:
     init_from: str = ''  # a detector directory (or 'bundled') whose weights start a new run
     pose_mixing: float = 0.0  # probability of limbs spliced from other clip frames
     time_budget_s: float = 0.0  # > 0: stop after this many seconds, decaying over that time
+    # crop caches rendered with metrabs-render-crops --detector-images (comma-separated): their
+    # images are held in memory on the training device (~245 KB each at 320 px) and batches
+    # are drawn there (detector_pool); '': render live in data_workers processes
+    data_dir: str = ''
+    # with data_dir: also zoom (x 0.85-1.2) and shift every drawn image afresh, boxes with it
+    zoom_on_device: bool = False
 
 
 @dataclass(frozen=True)
 class DetectorBatch:
-    """images (N, 3, H, W) float32 RGB in [0, 1] at network-input size; boxes: per image
-    (P, 4) x, y, w, h in network-input pixels."""
+    """images (N, 3, H, W) float32 RGB in [0, 1] at network-input size (numpy, or a tensor on
+    the training device); boxes: per image (P, 4) x, y, w, h in network-input pixels."""
 
-    images: np.ndarray
+    images: np.ndarray | torch.Tensor
     boxes: tuple[np.ndarray, ...]
 
 
@@ -178,7 +184,7 @@ class DetectorTrainer:
         print(f'metrabs-train-detector: weights initialized from {source}')
 
     def train_step(self, batch: DetectorBatch) -> dict[str, float]:
-        images = normalize(torch.from_numpy(batch.images).to(self.device))
+        images = normalize(torch.as_tensor(batch.images).to(self.device))
         losses = detector_losses(self.network(images), batch.boxes)
         if optimizer_step(losses['total'], self.network.parameters(), self.optimizer,
                           self.scheduler) is None:
@@ -192,7 +198,13 @@ class DetectorTrainer:
                             self.scheduler, self.config)
 
     def batches(self):
-        """Endless augmented batches of freshly rendered images (in data_workers processes)."""
+        """Endless augmented batches of freshly rendered images (in data_workers processes), or
+        of the cached images in data_dir, drawn on the training device."""
+        if self.config.data_dir:
+            from metrabs_ros.train.detector_pool import DeviceImagePool
+            return iter(DeviceImagePool(self.config.data_dir, self.config.batch_size,
+                                        self.device, self.config.seed + self.step_count,
+                                        zoom=(0.85, 1.2) if self.config.zoom_on_device else None))
         dataset = RenderedDetectorBatches(self.config, self.network.config,
                                           self.step_count * self.config.batch_size)
         return batch_iterator(dataset, self.config.data_workers)
