@@ -71,6 +71,7 @@ if [ "$detector" = 1 ]; then
     --init-from bundled --batch-size "${DETECTOR_BATCH:-64}" \
     --learning-rate "${DETECTOR_LR:-1e-3}" --warmup-steps 100 --steps 1000000 \
     --checkpoint-every 5000 --time-budget-s "$budget" --device "$device" \
+    --zoom-on-device "${DETECTOR_ZOOM:-true}" \
     2>&1 | tr '\r' '\n' | grep -v "it/s\]$\|s/it\]$" | tail -3 | sed "s/^/[detector] /" &
   trainer_pids+=($!)
 fi
