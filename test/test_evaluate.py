@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -93,8 +94,24 @@ def test_mean_pose_baseline(samples, tmp_path):
     assert summary['baseline']['all']['mpjpe_mm'] > 100 and summary['all']['mpjpe_mm'] == 0
 
 
+def give_first_person_an_uncroppable_box(directory: Path) -> None:
+    """Sample 0's first person gets the whole image as box, and the camera a barrel distortion
+    that cannot be inverted at the image corners (the distorted radius there lies beyond the
+    model's largest): the crop code must refuse that box."""
+    path = directory / '000000.npz'
+    data = dict(np.load(path))
+    K = data['K']
+    corner = np.hypot(*(K[:2, 2] / np.diag(K)[:2]))  # normalized radius of the (0, 0) corner
+    # r (1 + k1 r^2) peaks at 2 / (3 sqrt(-3 k1)); put that peak at 0.8 of the corner's radius
+    k1 = -(2 / (3 * 0.8 * corner)) ** 2 / 3
+    data['distortion'] = np.array([k1, 0, 0, 0, 0], float)
+    data['boxes'][0] = [0, 0, 2 * K[0, 2], 2 * K[1, 2]]
+    np.savez_compressed(path, **data)
+
+
 def test_cli_on_a_written_test_set(tmp_path, capsys):
     write_dataset(tmp_path / 'test', 2, TEST_CLIPS, seed=6, config=SMALL)
+    give_first_person_an_uncroppable_box(tmp_path / 'test')
     write_dataset(tmp_path / 'train', 2, TRAIN_CLIPS, seed=7, config=SMALL)
     torch.manual_seed(0)
     cfg = ModelConfig(backbone='resnet18', joint_names=SKELETON.joint_names,
@@ -108,8 +125,8 @@ def test_cli_on_a_written_test_set(tmp_path, capsys):
     assert summary['all']['people'] >= 2 and np.isfinite(summary['all']['mpjpe_mm'])
     assert np.isfinite(summary['all']['pa_mpjpe_mm'])
     assert summary['baseline']['all']['people'] == summary['all']['people']
-    # the person filling the first image cannot be cropped (its box corners lie where the lens
-    # distortion cannot be inverted): counted as skipped, and left out of both rows
+    # the person whose box corners lie where the lens distortion cannot be inverted cannot be
+    # cropped: counted as skipped, and left out of both rows
     assert summary['all']['skipped'] == 1 and summary['all']['people'] == 2
     assert summary['baseline']['source'].startswith(str(tmp_path / 'train'))
     output = capsys.readouterr().out
