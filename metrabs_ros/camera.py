@@ -88,12 +88,16 @@ class Camera:
         return normalized @ self.K[:2, :2].T + self.K[:2, 2]
 
     def undistort_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        """(..., 2) distorted pixels -> (..., 2) undistorted normalized coords (NaN if no solution)."""
+        """(..., 2) distorted pixels -> (..., 2) undistorted normalized coords (NaN if no solution
+        inside the distortion's fold radius: beyond it the model's roots are unphysical)."""
         pixels = np.asarray(pixels, dtype=np.float64)
         normalized = np.linalg.solve(self.K[:2, :2], (pixels - self.K[:2, 2]).reshape(-1, 2).T).T
         normalized = normalized.reshape(pixels.shape)
         if self.has_distortion:
             normalized = distortion.undistort(normalized, self.distortion_coeffs)
+            beyond = np.linalg.norm(normalized, axis=-1) >= distortion.fold_radius(
+                self.distortion_coeffs)
+            normalized = np.where(beyond[..., None], np.nan, normalized)
         return normalized
 
     def unproject(self, pixels: np.ndarray) -> np.ndarray:

@@ -301,8 +301,8 @@ def test_rays_beyond_the_distortion_fold_are_not_sampled():
     distorted back into the image (ghost content in the crop); it maps far outside instead."""
     camera = Camera(K=[[300, 0, 320], [0, 300, 240], [0, 0, 1]],
                     distortion_coeffs=[-0.3, 0, 0, 0, 0], image_size=(640, 480))
-    geometry = crop_geometry(camera, np.array([[420.0, 300.0, 150.0, 150.0]]), 64,
-                             Augmentations(angles_rad=np.zeros(1), scales=np.full(1, 0.3),
+    geometry = crop_geometry(camera, np.array([[340.0, 250.0, 60.0, 60.0]]), 64,
+                             Augmentations(angles_rad=np.zeros(1), scales=np.full(1, 0.1),
                                            flips=np.zeros(1, bool), gammas=np.ones(1)))
     coords = torch.arange(64, dtype=torch.float64)
     grid = torch.stack(torch.meshgrid(coords, coords, indexing='xy'), -1).reshape(1, -1, 2)
@@ -315,3 +315,19 @@ def test_rays_beyond_the_distortion_fold_are_not_sampled():
     assert (pixels[radius > 1.06] == -1e6).all()
     expected = camera.project(rays[radius < 1.05])
     np.testing.assert_allclose(pixels[radius < 1.05], expected, atol=1e-6)
+
+
+def test_undistortion_gives_no_rays_beyond_the_fold():
+    """Newton's method converges to unphysical roots beyond the fold radius for pixels near
+    the corners of a strongly distorted camera; those pixels have no ray (NaN)."""
+    camera = Camera(K=[[390.5, 0, 330.7], [0, 391.7, 222.6], [0, 0, 1]],
+                    distortion_coeffs=[-0.2886, 0.01433, -1.812e-4, 2.827e-5, 0.0],
+                    image_size=(640, 480))
+    grid = np.stack(np.meshgrid(np.arange(0, 640, 2.0), np.arange(0, 480, 2.0)), -1)
+    normalized = camera.undistort_pixels(grid)
+    finite = np.isfinite(normalized).all(-1)
+    assert 0.5 < finite.mean() < 0.95  # the corners have no ray
+    radius = np.linalg.norm(normalized[finite], axis=-1)
+    assert radius.max() < distortion.fold_radius(camera.distortion_coeffs)
+    np.testing.assert_allclose(camera.project(np.concatenate(
+        [normalized[finite], np.ones((finite.sum(), 1))], 1)), grid[finite], atol=1e-6)

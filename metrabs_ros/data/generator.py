@@ -20,7 +20,6 @@ from metrabs_ros.data.human_body import (BASE_HEIGHT_M, BodyStyle, body_ellipsoi
                                          random_style)
 from metrabs_ros.data.humanoid import CLIPS, Humanoid, load_clip
 from metrabs_ros.data.pose_mixing import jittered_frame, mixed_frame
-from metrabs_ros.distortion import fold_radius
 
 TEST_CLIPS = ('dance_b', 'kick', 'getup_faceup')
 TRAIN_CLIPS = tuple(c for c in CLIPS if c not in TEST_CLIPS)
@@ -235,11 +234,8 @@ def ideal_pixel_map(camera: Camera, width: int, height: int, grid_stride: int = 
     xs = np.arange(0, width + grid_stride, grid_stride, dtype=np.float64)
     ys = np.arange(0, height + grid_stride, grid_stride, dtype=np.float64)
     grid = np.stack(np.meshgrid(xs, ys), -1)
-    normalized = camera.undistort_pixels(grid)
-    # Beyond the distortion's fold radius Newton's method finds other, unphysical roots: those
-    # pixels are not imaged, like the ones without any root.
-    radius = np.linalg.norm(np.nan_to_num(normalized, nan=np.inf), axis=-1)
-    valid = radius < fold_radius(camera.distortion_coeffs)
+    normalized = camera.undistort_pixels(grid)  # NaN: not imaged (no root inside the fold)
+    valid = np.isfinite(normalized).all(-1)
     ideal = normalized @ camera.K[:2, :2].T + camera.K[:2, 2]
     ideal = np.where(valid[..., None], ideal, INVALID_PIXEL).astype(np.float32)
     if grid_stride == 1:
