@@ -88,10 +88,10 @@ def cache_directories(directories) -> list[Path]:
     return [Path(d) for d in directories]
 
 
-def no_chunks_error(directories: list[Path]) -> FileNotFoundError:
-    """The error for caches that hold no chunk yet."""
+def no_chunks_error(directories: list[Path], render_options: str = '') -> FileNotFoundError:
+    """The error for caches that hold no chunk yet (render_options: what to render them with)."""
     return FileNotFoundError(f'no crop chunks in {", ".join(map(str, directories))}; render '
-                             'them with metrabs-render-crops')
+                             f'them with metrabs-render-crops{render_options}')
 
 
 def load_chunk(path: Path) -> Batch:

@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metrabs_ros.train.crop_cache import FIELDS, cache_directories, chunk_dirs, no_chunks_error
+from metrabs_ros.train.crop_cache import FIELDS
 from metrabs_ros.train.crop_warp import ReaugmentationRanges, random_camera_changes, reaugment
-from metrabs_ros.train.device_storage import DeviceStorage
+from metrabs_ros.train.device_storage import DevicePool
 from metrabs_ros.train.examples import Batch
 
 
-class DeviceCropPool:
+class DeviceCropPool(DevicePool):
     """Endless batches (torch tensors on `device`, crops float32 in [0, 1]) drawn uniformly
     from every crop of the caches in `directories` (a path, comma-separated paths or a sequence
     of them), with fresh colour jitter and, given `reaugmentation` and the skeleton's
@@ -28,39 +28,16 @@ class DeviceCropPool:
                  colour_jitter: float = 0.2, refresh_every: int = 200,
                  reaugmentation: ReaugmentationRanges | None = None,
                  mirror_joints: np.ndarray | None = None):
-        self.directories = cache_directories(directories)
-        self.batch_size, self.device = batch_size, torch.device(device)
-        self.colour_jitter, self.refresh_every = colour_jitter, refresh_every
+        super().__init__(directories, batch_size, device, seed, refresh_every)
+        self.colour_jitter = colour_jitter
         self.reaugmentation = reaugmentation
         if reaugmentation is not None:
             if mirror_joints is None:
                 raise ValueError('reaugmentation mirrors crops: give mirror_joints')
             self.mirror_joints = torch.as_tensor(mirror_joints, device=self.device)
-        self.generator = torch.Generator(self.device).manual_seed(seed)
-        self.loaded: set[Path] = set()
-        self.storage = DeviceStorage(self.device)
 
-    @property
-    def size(self) -> int:
-        return self.storage.size
-
-    def refresh(self) -> int:
-        """Read the chunks written since the last call onto the device; the number of crops."""
-        new = [p for d in self.directories for p in chunk_dirs(d) if p not in self.loaded]
-        for path in new:
-            self.storage.append({f: np.load(path / f'{f}.npy') for f in FIELDS})
-            self.loaded.add(path)
-        if not self.size:
-            raise no_chunks_error(self.directories)
-        return self.size
-
-    def __iter__(self):
-        batch_number = 0
-        while True:
-            if batch_number % self.refresh_every == 0:
-                self.refresh()
-            batch_number += 1
-            yield self.sample()
+    def load_chunk(self, path: Path) -> None:
+        self.storage.append({f: np.load(path / f'{f}.npy') for f in FIELDS})
 
     def sample(self) -> Batch:
         """One batch from the crops loaded so far."""

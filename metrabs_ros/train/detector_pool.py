@@ -17,64 +17,44 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from metrabs_ros.train.crop_cache import cache_directories, chunk_dirs
 from metrabs_ros.train.detector_trainer import DetectorBatch
-from metrabs_ros.train.device_storage import DeviceStorage
+from metrabs_ros.train.device_storage import DevicePool
 
 CONTRAST = (0.7, 1.3)
 BRIGHTNESS_SHIFT = 0.15
 MIN_BOX_SIDE = 4.0  # pixels: boxes clipped below this by a zoom are dropped
 
 
-class DeviceImagePool:
+class DeviceImagePool(DevicePool):
     """Endless DetectorBatches (images float32 in [0, 1] on `device`, boxes x, y, w, h numpy
     per image) drawn uniformly from the detector images of the caches in `directories`."""
+
+    render_options = ' --detector-images INPUT_SIDE'
 
     def __init__(self, directories, batch_size: int, device: torch.device | str, seed: int,
                  refresh_every: int = 200, flip_probability: float = 0.5,
                  colour_jitter: bool = True, zoom: tuple[float, float] | None = None,
                  shift: float = 0.08):
-        self.directories = cache_directories(directories)
-        self.batch_size, self.device = batch_size, torch.device(device)
-        self.refresh_every, self.flip_probability = refresh_every, flip_probability
+        super().__init__(directories, batch_size, device, seed, refresh_every)
+        self.flip_probability = flip_probability
         self.colour_jitter, self.zoom, self.shift = colour_jitter, zoom, shift
-        self.generator = torch.Generator(self.device).manual_seed(seed)
-        self.loaded: set[Path] = set()
-        self.storage = DeviceStorage(self.device)
         self.boxes: list[np.ndarray] = []  # per image
 
-    def refresh(self) -> int:
-        """Read the detector images of the chunks written since the last call; their count."""
-        new = [p for d in self.directories for p in chunk_dirs(d) if p not in self.loaded]
-        for path in new:
-            if not (path / 'detector_images.npy').exists():
-                raise FileNotFoundError(
-                    f'{path} has no detector images: render the cache with '
-                    'metrabs-render-crops --detector-images INPUT_SIDE')
-            boxes = np.load(path / 'detector_boxes.npy')
-            owners = np.load(path / 'detector_box_image.npy')
-            images = np.load(path / 'detector_images.npy')
-            self.storage.append({'images': images,
-                                 'sizes': np.load(path / 'detector_image_sizes.npy')})
-            self.boxes += [boxes[owners == i] for i in range(len(images))]
-            self.loaded.add(path)
-        if not self.storage.size:
-            raise FileNotFoundError(f'no chunks in {", ".join(map(str, self.directories))}; '
-                                    'render them with metrabs-render-crops --detector-images')
-        return self.storage.size
-
-    def __iter__(self):
-        batch_number = 0
-        while True:
-            if batch_number % self.refresh_every == 0:
-                self.refresh()
-            batch_number += 1
-            yield self.sample()
+    def load_chunk(self, path: Path) -> None:
+        if not (path / 'detector_images.npy').exists():
+            raise FileNotFoundError(f'{path} has no detector images: render the cache with '
+                                    f'metrabs-render-crops{self.render_options}')
+        boxes = np.load(path / 'detector_boxes.npy')
+        owners = np.load(path / 'detector_box_image.npy')
+        images = np.load(path / 'detector_images.npy')
+        self.storage.append({'images': images,
+                             'sizes': np.load(path / 'detector_image_sizes.npy')})
+        self.boxes += [boxes[owners == i] for i in range(len(images))]
 
     def sample(self) -> DetectorBatch:
         """One batch from the images loaded so far."""
         n = self.batch_size
-        index = torch.randint(self.storage.size, (n,), device=self.device,
+        index = torch.randint(self.size, (n,), device=self.device,
                               generator=self.generator)
         images = self.storage['images'][index].float() / 255
         widths, heights = self.storage['sizes'][index].T
