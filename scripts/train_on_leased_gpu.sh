@@ -10,6 +10,10 @@
 # DETECTOR=1 (the default) also trains the person detector, from the bundled one, on the same
 # renders (the renderers store each image at the detector's input size; detector_pool), into
 # OUT/detector. A call returns at most 8 files: DETECTOR=1 allows one pose variant.
+# A follow-up call on the still-warm machine continues the first call's runs on its renders
+# (renderers skip chunks already there), e.g. with a warm restart at a lower rate:
+#   VARIANTS=reaug2:true INIT=/tmp/gpu_run/reaug/model LR=3e-4 WARMUP=100 DETECTOR_NAME=detector2 \
+#   DETECTOR_INIT=/tmp/gpu_run/detector/detector DETECTOR_LR=3e-4 BENCHMARKS=0 bash ... OUT SECONDS
 #
 # Expects: python3 with torch (CUDA), numpy, opencv, scipy, scikit-image, safetensors, tqdm;
 # the humanoid URDF and motion clips in $METRABS_HUMANOID_DATA (no pybullet needed).
@@ -18,7 +22,7 @@ out=${1:?OUT folder}; total=${2:?seconds for the whole script}
 start=$(date +%s); deadline=$((start + total))
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 cache=/tmp/gpu_cache; run=/tmp/gpu_run; renderers=${RENDERERS:-14}; device=${DEVICE:-cuda}
-variants=${VARIANTS:-reaug:true}; detector=${DETECTOR:-1}
+variants=${VARIANTS:-reaug:true}; detector=${DETECTOR:-1}; detector_name=${DETECTOR_NAME:-detector}
 if [ "$detector" = 1 ] && [ "$(echo $variants | wc -w)" -gt 1 ]; then
   echo "DETECTOR=1 takes one pose variant (a call returns at most 8 files)" >&2; exit 2
 fi
@@ -36,11 +40,13 @@ for k in $(seq 0 $((renderers - 1))); do
   renderer_pids+=($!)
 done
 
-if [ "${BENCHMARKS:-1}" = 1 ]; then  # BENCHMARKS=0: train only (figures already taken)
+if [ "${CUDA_TESTS:-1}" = 1 ]; then  # while the first chunks render
   log "CUDA tests"
   timeout 120 python3 -m pytest -q -p no:cacheprovider test/test_model.py test/test_estimator.py \
     -k cuda 2>&1 | tail -3
+fi
 
+if [ "${BENCHMARKS:-1}" = 1 ]; then  # BENCHMARKS=0: train only (figures already taken)
   log "benchmarks: model throughput (GPU options)"
   for opts in "--dtype float32" "--dtype float16" "--dtype bfloat16" \
               "--dtype bfloat16 --channels-last" "--dtype bfloat16 --channels-last --compile"; do
@@ -67,9 +73,9 @@ budget=$((deadline - $(date +%s) - 50))
 log "training for $budget s: $variants$([ "$detector" = 1 ] && echo " + detector")"
 trainer_pids=()
 if [ "$detector" = 1 ]; then
-  python3 -m metrabs_ros.train.detector_trainer "$run/detector" --data-dir "$cache" \
-    --init-from bundled --batch-size "${DETECTOR_BATCH:-64}" \
-    --learning-rate "${DETECTOR_LR:-1e-3}" --warmup-steps 100 --steps 1000000 \
+  python3 -m metrabs_ros.train.detector_trainer "$run/$detector_name" --data-dir "$cache" \
+    --init-from "${DETECTOR_INIT:-bundled}" --batch-size "${DETECTOR_BATCH:-64}" \
+    --learning-rate "${DETECTOR_LR:-1e-3}" --warmup-steps "${WARMUP:-100}" --steps 1000000 \
     --checkpoint-every 5000 --time-budget-s "$budget" --device "$device" \
     --zoom-on-device "${DETECTOR_ZOOM:-true}" \
     2>&1 | tr '\r' '\n' | grep -v "it/s\]$\|s/it\]$" | tail -3 | sed "s/^/[detector] /" &
@@ -77,8 +83,8 @@ if [ "$detector" = 1 ]; then
 fi
 for variant in $variants; do
   name=${variant%%:*}; reaugment=${variant##*:}
-  python3 -m metrabs_ros.train.trainer "$run/$name" --data-dir "$cache" --init-from bundled \
-    --stride 16 --batch-size "${BATCH:-256}" --learning-rate "${LR:-1e-3}" --warmup-steps 300 \
+  python3 -m metrabs_ros.train.trainer "$run/$name" --data-dir "$cache" --init-from "${INIT:-bundled}" \
+    --stride 16 --batch-size "${BATCH:-256}" --learning-rate "${LR:-1e-3}" --warmup-steps "${WARMUP:-300}" \
     --absolute-loss-start 0 --absolute-loss-ramp 1 --steps 1000000 --checkpoint-every 5000 \
     --time-budget-s "$budget" --crops-on-device true --reaugment-on-device "$reaugment" \
     --data-workers 0 --precision fp32 --channels-last true --device "$device" \
@@ -98,9 +104,9 @@ for variant in $variants; do
     $([ "$(echo $variants | wc -w)" -gt 1 ] && echo --half)
 done
 if [ "$detector" = 1 ]; then
-  log "detector steps: $(tail -1 "$run/detector/train_log.jsonl")"
-  mkdir -p "$out/detector"
-  cp "$run"/detector/detector/detector.* "$run/detector/train_log.jsonl" "$out/detector/"
+  log "detector steps: $(tail -1 "$run/$detector_name/train_log.jsonl")"
+  mkdir -p "$out/$detector_name"
+  cp "$run/$detector_name"/detector/detector.* "$run/$detector_name/train_log.jsonl" "$out/$detector_name/"
 fi
 tail -2 /tmp/render_0.log
 log "done"
