@@ -19,11 +19,11 @@ from metrabs_ros.train.evaluate import (MeanPoseBaseline, detector_report,  # no
 from metrabs_ros.weights import load_model  # noqa: E402
 
 # Bounds measured on these samples (README, "Bundled default model"), with margin.
-MPJPE_BOUND_MM = 235.0  # measured 213.0 (mean pose of these people 334.2, untrained 482.5)
-PA_MPJPE_BOUND_MM = 165.0  # measured 150.8 (mean pose 219.2, untrained 393.3)
-ABS_MPJPE_BOUND_MM = 700.0  # measured 623.5 (mean pose 1567.8, untrained 5245.8)
-AP50_BOUND = 0.65  # measured 0.777
-FALSE_POSITIVES_BOUND = 0.4  # per image at score 0.3; measured 0.10
+MPJPE_BOUND_MM = 220.0  # measured 200.2 (mean pose of these people 334.2, untrained 482.5)
+PA_MPJPE_BOUND_MM = 160.0  # measured 148.5 (mean pose 219.2, untrained 393.3)
+ABS_MPJPE_BOUND_MM = 600.0  # measured 537.2 (mean pose 1567.8, untrained 5245.8)
+AP50_BOUND = 0.70  # measured 0.797
+FALSE_POSITIVES_BOUND = 0.4  # per image at score 0.3; measured 0.17
 
 
 @pytest.fixture(scope='module')

@@ -7,7 +7,7 @@ from metrabs_ros.bundled import DEFAULT_DETECTOR, DEFAULT_MODEL, SAMPLE_SEQUENCE
 from metrabs_ros.ros.demo import main
 
 # Measured with the bundled model (README, "Bundled default model"); generous margins.
-DEMO_MPJPE_BOUND_MM = 160.0  # measured 106 (2 people in all 20 frames; absolute 175)
+DEMO_MPJPE_BOUND_MM = 140.0  # measured 97 (2 people in all 20 frames; absolute 158)
 MIN_FRAMES_WITH_PEOPLE = 15
 
 
