@@ -31,3 +31,11 @@ def test_demo_plays_the_bundled_sequence_through_the_node(tmp_path, monkeypatch,
 def test_demo_reports_a_missing_sequence(tmp_path, capsys):
     assert main(['--sequence', str(tmp_path / 'nothing'), '--out', str(tmp_path / 'o')]) == 2
     assert 'no sequence' in capsys.readouterr().err
+
+
+def test_demo_reports_why_the_node_did_not_come_up(tmp_path, capsys):
+    missing = tmp_path / 'no_model'
+    assert main(['--model', str(missing), '--out', str(tmp_path / 'o'),
+                 '--startup-timeout', '120']) == 1
+    error = capsys.readouterr().err
+    assert 'did not come up' in error and f'model directory not found: {missing}' in error

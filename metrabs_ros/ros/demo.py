@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from metrabs_ros.bundled import SAMPLE_SEQUENCE
+from metrabs_ros.bundled import DEFAULT_DETECTOR, SAMPLE_SEQUENCE
 from metrabs_ros.ros.node_process import pose_node_process, spin_until
 
 NAMESPACE = '/metrabs_demo'
@@ -30,7 +30,9 @@ def main(argv=None) -> int:
     parser.add_argument('--sequence', type=Path, default=SAMPLE_SEQUENCE,
                         help='dataset directory of consecutive frames (metrabs-synth-sequence)')
     parser.add_argument('--model', default='', help="model directory; '' = bundled model")
-    parser.add_argument('--detector', default='', help="detector; '' = bundled detector")
+    parser.add_argument('--detector', default='',
+                        help="detector; '' = the bundled one (it knows the sample's synthetic "
+                             "people), also with another --model")
     parser.add_argument('--device', default='auto')
     parser.add_argument('--num-aug', type=int, default=1)
     parser.add_argument('--out', type=Path, default=Path('metrabs_demo_output'))
@@ -47,20 +49,28 @@ def main(argv=None) -> int:
         print(f'metrabs-demo: error: no sequence at {args.sequence}', file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    parameters = dict(model_path=args.model, detector=args.detector, device=args.device,
+    parameters = dict(model_path=args.model, detector=args.detector or str(DEFAULT_DETECTOR),
+                      device=args.device,
                       num_aug=args.num_aug, reliability='reliable', diagnostics_period_s=0.5,
                       publish_debug_image=True,
                       suppress_implausible_poses=not args.keep_implausible)
     with pose_node_process(NAMESPACE, parameters, args.out / 'node.log') as node:
         summary = play(args.sequence, node, args.startup_timeout, args.out, args.realtime)
     if summary is None:
-        print(f'metrabs-demo: error: the node did not come up; see {args.out / "node.log"}',
-              file=sys.stderr)
+        print(f'metrabs-demo: error: the node did not come up; see {args.out / "node.log"}'
+              f'{last_error(args.out / "node.log")}', file=sys.stderr)
         return 1
     (args.out / 'summary.json').write_text(json.dumps(summary, indent=2))
     print(report(summary, args.out))
     complete = args.realtime or summary['skeleton_arrays'] == summary['frames_sent']
     return 0 if complete and summary['skeleton_arrays'] > 0 else 1
+
+
+def last_error(log: Path) -> str:
+    """The node log's last [ERROR] line (after ': '), or '' if it has none."""
+    text = log.read_text(errors='replace') if log.is_file() else ''
+    lines = [line for line in text.splitlines() if '[ERROR]' in line]
+    return f': {lines[-1].split("]: ", 1)[-1]}' if lines else ''
 
 
 def play(sequence: Path, node: subprocess.Popen, startup_timeout: float, out: Path,
@@ -100,9 +110,13 @@ def play(sequence: Path, node: subprocess.Popen, startup_timeout: float, out: Pa
         def frames_with_all_outputs() -> int:
             return min(len(received[k]) for k in ('skeletons', 'markers', 'debug'))
 
-        # The node publishes diagnostics once configured (and, with autostart, activated).
-        if not spin_until(peer, lambda: received['diagnostics'] or node.poll() is not None,
-                          startup_timeout) or node.poll() is not None:
+        # The node publishes diagnostics once configured (and, with autostart, activated); a
+        # failed configure leaves it running, unconfigured, with the reason in its log.
+        def gave_up() -> bool:
+            return node.poll() is not None or 'configure failed' in last_error(out / 'node.log')
+
+        if not spin_until(peer, lambda: received['diagnostics'] or gave_up(), startup_timeout,
+                          period_s=0.1) or gave_up():
             return None
         spin_until(peer, lambda: image_pub.get_subscription_count()
                    and info_pub.get_subscription_count()
