@@ -123,3 +123,22 @@ def test_detector_time_budget_sets_the_learning_rate_by_the_clock(tmp_path):
     assert factor(5) == pytest.approx(0.5, abs=0.01)
     trainer.started -= 60.0
     assert factor(5) == 0.0
+
+
+def test_training_may_start_from_a_detector_run_at_another_input_side(tmp_path):
+    """A bundle may run the detector larger than it trained (scripts/bundle_defaults.py
+    --detector-input-side): the weights do not depend on the side, so --init-from accepts it;
+    other widths are refused."""
+    torch.manual_seed(0)
+    source = CentreNet(CentreNetConfig(input_side=416))
+    save_centre_net(source, tmp_path / 'bundle')
+    trainer = DetectorTrainer(DetectorTrainConfig(str(tmp_path / 'run'), input_side=128,
+                                                  init_from=str(tmp_path / 'bundle'),
+                                                  device='cpu'))
+    assert trainer.network.config.input_side == 128
+    for name, value in source.state_dict().items():
+        torch.testing.assert_close(trainer.network.state_dict()[name], value)
+    save_centre_net(CentreNet(CentreNetConfig(widths=(8, 16, 32, 48, 80))), tmp_path / 'narrow')
+    with pytest.raises(ValueError, match='widths'):
+        DetectorTrainer(DetectorTrainConfig(str(tmp_path / 'run2'), input_side=128,
+                                            init_from=str(tmp_path / 'narrow'), device='cpu'))

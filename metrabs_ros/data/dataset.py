@@ -57,6 +57,11 @@ def save_sample(directory: Path, index: int, sample: Sample, image_suffix: str =
         frames=np.array(sample.frames, dtype=np.int64))
 
 
+def dataset_size(directory: str | Path) -> int:
+    """How many samples a metrabs-synth dataset holds (its index.json)."""
+    return json.loads((Path(directory) / 'index.json').read_text())['count']
+
+
 def load_sample(directory: str | Path, index: int) -> Sample:
     """Read sample `index` back (camera without extrinsics: ground truth is camera-frame)."""
     stem = Path(directory) / f'{index:06d}'

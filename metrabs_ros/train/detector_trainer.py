@@ -177,9 +177,10 @@ class DetectorTrainer:
     def _load_initial_weights(self, source: str) -> None:
         from metrabs_ros.bundled import DEFAULT_DETECTOR
         initial = load_centre_net(DEFAULT_DETECTOR if source == 'bundled' else source)
-        if initial.config != self.network.config:
-            raise ValueError(f'--init-from {source}: detector config {initial.config} differs '
-                             f'from {self.network.config}')
+        if initial.config.widths != self.network.config.widths:  # the input side is free:
+            # the network is fully convolutional (a bundle may run it larger than it trained)
+            raise ValueError(f'--init-from {source}: detector widths {initial.config.widths} '
+                             f'differ from {self.network.config.widths}')
         self.network.load_state_dict({k: v.float() for k, v in initial.state_dict().items()})
         print(f'metrabs-train-detector: weights initialized from {source}')
 

@@ -76,7 +76,8 @@ class MeanPoseBaseline:
     def from_dataset(cls, directory: Path, count: int | None = None,
                      source: str | None = None) -> 'MeanPoseBaseline':
         """From the first `count` (default all) samples of a metrabs-synth dataset."""
-        count = count or json.loads((directory / 'index.json').read_text())['count']
+        from metrabs_ros.data.dataset import dataset_size
+        count = count or dataset_size(directory)
         poses = []
         for index in range(count):
             with np.load(directory / f'{index:06d}.npz') as data:
@@ -228,7 +229,7 @@ def write_report(result: EvaluationResult, out_dir: str | Path, name: str = 'mod
 
 
 def main(argv=None) -> int:
-    from metrabs_ros.data.dataset import load_sample
+    from metrabs_ros.data.dataset import dataset_size, load_sample
     from metrabs_ros.estimator import PoseEstimator
     from metrabs_ros.weights import load_model
     parser = argparse.ArgumentParser(prog='metrabs-eval', description=__doc__)
@@ -251,7 +252,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     model = load_model(args.model)
     estimator = PoseEstimator(model, device=args.device)
-    count = json.loads((args.data / 'index.json').read_text())['count']
+    count = dataset_size(args.data)
     count = min(count, args.max_samples or count)
     skeleton = model.output_skeletons.skeletons[model.output_skeletons.default]
 
