@@ -2,8 +2,9 @@
 short synthetic sample sequence for the demo.
 
 They are trained on the generator's synthetic people only (ellipsoid bodies moved by pybullet's
-DeepMimic motion clips; see README, "Bundled default model"): they are not made for real people. For real use load the official MeTRAbs weights
-(`weights.load_model` reads the official release) with a real person detector.
+DeepMimic motion clips; see README, "Bundled default model"): they are not made for real
+people. For real use load the official MeTRAbs weights (`weights.load_model` reads the official
+release) with a real person detector.
 """
 from __future__ import annotations
 
