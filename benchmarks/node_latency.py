@@ -163,7 +163,7 @@ def estimator_ms_per_frame(parameters: dict, frames, seconds: float,
 
 def main(argv=None) -> None:
     from metrabs_ros.bundled import SAMPLE_SEQUENCE
-    from metrabs_ros.data.dataset import load_sample
+    from metrabs_ros.data.dataset import dataset_size, load_sample
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--rates', type=float, nargs='+', default=[30.0, 100.0])
@@ -175,7 +175,7 @@ def main(argv=None) -> None:
     parser.add_argument('--json', type=Path, default=None, help='also write the rows here')
     args = parser.parse_args(argv)
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
-    count = json.loads((SAMPLE_SEQUENCE / 'index.json').read_text())['count']
+    count = dataset_size(SAMPLE_SEQUENCE)
     frames = [load_sample(SAMPLE_SEQUENCE, i) for i in range(count)]
     parameters = dict(model_path='', detector='', device=args.device, num_aug=args.num_aug,
                       reliability='reliable', diagnostics_period_s=1.0)

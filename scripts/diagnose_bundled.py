@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metrabs_ros.data.dataset import load_sample
+from metrabs_ros.data.dataset import dataset_size, load_sample
 from metrabs_ros.estimator import PoseEstimator
 from metrabs_ros.skeletons import get_skeleton
 from metrabs_ros.train.evaluate import (MeanPoseBaseline, evaluate, on_served_people,
@@ -38,7 +38,7 @@ def spread_mm(poses: np.ndarray, names: tuple[str, ...]) -> dict[str, float]:
 def diagnose(model_dir: Path, data: Path, baseline: MeanPoseBaseline) -> dict:
     estimator = PoseEstimator(load_model(model_dir), device='cpu')
     names = get_skeleton('humanoid_15').joint_names
-    count = json.loads((data / 'index.json').read_text())['count']
+    count = dataset_size(data)
     predictions, truths, baseline_poses = [], [], []
 
     served = []  # per sample: the people the model could crop (the baseline gets the same)

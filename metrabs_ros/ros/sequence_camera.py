@@ -10,7 +10,6 @@ publishing side's Fast DDS profile config/fastdds_large_data.xml (see the README
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -43,11 +42,11 @@ def main(argv=None) -> int:
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CameraInfo, Image
 
-    from metrabs_ros.data.dataset import load_sample
+    from metrabs_ros.data.dataset import dataset_size, load_sample
     from metrabs_ros.ros.demo import frame_messages
     from metrabs_ros.ros.node_process import spin_until
 
-    count = json.loads((args.sequence / 'index.json').read_text())['count']
+    count = dataset_size(args.sequence)
     samples = [load_sample(args.sequence, i) for i in range(count)]
     rclpy.init()
     node = rclpy.create_node('metrabs_sequence_camera', namespace=args.namespace)

@@ -141,7 +141,7 @@ def _mean(values: np.ndarray) -> float:
 
 
 def main(argv=None) -> int:
-    from metrabs_ros.data.dataset import load_sample
+    from metrabs_ros.data.dataset import dataset_size, load_sample
     from metrabs_ros.skeletons import get_skeleton
     from metrabs_ros.weights import load_checkpoint
     parser = argparse.ArgumentParser(prog='python -m metrabs_ros.train.baseline_25d',
@@ -154,7 +154,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     models = dict(metro=load_checkpoint(args.metro).eval(), baseline_25d=load_25d(
         args.baseline).eval())
-    count = json.loads((args.data / 'index.json').read_text())['count']
+    count = dataset_size(args.data)
     result = compare_on_crops(models, (load_sample(args.data, i) for i in range(count)),
                               get_skeleton('humanoid_15').mirror)
     text = json.dumps(result, indent=2)
