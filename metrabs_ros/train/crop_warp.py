@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from metrabs_ros.train.device_storage import uniform
 from metrabs_ros.train.examples import Batch
 
 
@@ -33,18 +34,14 @@ def random_camera_changes(n: int, focal: torch.Tensor, side: int, ranges: Reaugm
     """Random rotation-mirror matrices M (n, 3, 3) and focal factors (n,) for n crops whose
     focal lengths in pixels are `focal` (n,)."""
     device = focal.device
-
-    def uniform(low, high):
-        return low + (high - low) * torch.rand(n, device=device, generator=generator)
-
-    roll = uniform(-1, 1) * math.radians(ranges.roll_degrees)
+    roll = uniform(n, -1, 1, generator) * math.radians(ranges.roll_degrees)
     max_turn = torch.atan(ranges.shift * side / focal)
-    pan, tilt = uniform(-1, 1) * max_turn, uniform(-1, 1) * max_turn
+    pan, tilt = uniform(n, -1, 1, generator) * max_turn, uniform(n, -1, 1, generator) * max_turn
     flips = torch.rand(n, device=device, generator=generator) < ranges.flip_probability
     mirror = torch.ones(n, 3, device=device)
     mirror[:, 0] = torch.where(flips, -1.0, 1.0)
     rotation = rotation_z(roll) @ rotation_x(tilt) @ rotation_y(pan)
-    return rotation @ torch.diag_embed(mirror), uniform(*ranges.scale)
+    return rotation @ torch.diag_embed(mirror), uniform(n, *ranges.scale, generator)
 
 
 def reaugment(batch: Batch, changes: torch.Tensor, focal_factors: torch.Tensor,

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from metrabs_ros.train.detector_trainer import DetectorBatch
-from metrabs_ros.train.device_storage import DevicePool
+from metrabs_ros.train.device_storage import DevicePool, uniform
 
 CONTRAST = (0.7, 1.3)
 BRIGHTNESS_SHIFT = 0.15
@@ -134,7 +134,3 @@ def inside(shape: torch.Size, widths: torch.Tensor, heights: torch.Tensor) -> to
     columns = torch.arange(shape[-1], device=widths.device)
     return ((rows[None, :, None] < heights[:, None, None]) &
             (columns[None, None, :] < widths[:, None, None]))[:, None].float()
-
-
-def uniform(n: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
-    return low + (high - low) * torch.rand(n, device=generator.device, generator=generator)

@@ -1,5 +1,6 @@
 """Arrays that grow on a training device, for caches read while renderers still add to them,
-and the base of the pools that draw batches from them (crop_pool, detector_pool)."""
+the base of the pools that draw batches from them (crop_pool, detector_pool), and their
+uniform draws on the device."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -83,3 +84,8 @@ class DevicePool:
 
     def sample(self):
         raise NotImplementedError
+
+
+def uniform(n: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
+    """n values uniform in [low, high) on the generator's device."""
+    return low + (high - low) * torch.rand(n, device=generator.device, generator=generator)
