@@ -30,6 +30,8 @@ detector_images=0; [ "$detector" = 1 ] && detector_images=320
 mkdir -p "$out" "$cache"
 renderer_pids=()
 log() { echo "[$(( $(date +%s) - start )) s] $*"; }
+# a trainer's last N output lines without its progress-bar updates, each marked [NAME]
+last_lines() { tr '\r' '\n' | grep -v "it/s\]$\|s/it\]$" | tail -"$1" | sed "s/^/[$2] /"; }
 
 log "GPU: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader)"
 log "cores: $(nproc); python $(python3 -V 2>&1); torch $(python3 -c 'import torch;print(torch.__version__)')"
@@ -77,8 +79,7 @@ if [ "$detector" = 1 ]; then
     --init-from "${DETECTOR_INIT:-bundled}" --batch-size "${DETECTOR_BATCH:-64}" \
     --learning-rate "${DETECTOR_LR:-1e-3}" --warmup-steps "${WARMUP:-100}" --steps 1000000 \
     --checkpoint-every 5000 --time-budget-s "$budget" --device "$device" \
-    --zoom-on-device "${DETECTOR_ZOOM:-true}" \
-    2>&1 | tr '\r' '\n' | grep -v "it/s\]$\|s/it\]$" | tail -3 | sed "s/^/[detector] /" &
+    --zoom-on-device "${DETECTOR_ZOOM:-true}" 2>&1 | last_lines 3 detector &
   trainer_pids+=($!)
 fi
 for variant in $variants; do
@@ -88,7 +89,7 @@ for variant in $variants; do
     --absolute-loss-start 0 --absolute-loss-ramp 1 --steps 1000000 --checkpoint-every 5000 \
     --time-budget-s "$budget" --crops-on-device true --reaugment-on-device "$reaugment" \
     --data-workers 0 --precision fp32 --channels-last true --device "$device" \
-    2>&1 | tr '\r' '\n' | grep -v "it/s\]$\|s/it\]$" | tail -5 | sed "s/^/[$name] /" &
+    2>&1 | last_lines 5 "$name" &
   trainer_pids+=($!)
 done
 wait "${trainer_pids[@]}"
