@@ -10,6 +10,8 @@
 # DETECTOR=1 (the default) also trains the person detector, from the bundled one, on the same
 # renders (the renderers store each image at the detector's input size; detector_pool), into
 # OUT/detector. A call returns at most 8 files: DETECTOR=1 allows one pose variant.
+# DETECTOR_SIDE (320) is the detector's training input side; DETECTOR_PRECISION (fp32, as
+# measured so far) may be bf16 or auto.
 # A follow-up call on the still-warm machine continues the first call's runs on its renders
 # (renderers skip chunks already there), e.g. with a warm restart at a lower rate:
 #   VARIANTS=reaug2:true INIT=/tmp/gpu_run/reaug/model LR=3e-4 WARMUP=100 DETECTOR_NAME=detector2 \
@@ -26,7 +28,8 @@ variants=${VARIANTS:-reaug:true}; detector=${DETECTOR:-1}; detector_name=${DETEC
 if [ "$detector" = 1 ] && [ "$(echo $variants | wc -w)" -gt 1 ]; then
   echo "DETECTOR=1 takes one pose variant (a call returns at most 8 files)" >&2; exit 2
 fi
-detector_images=0; [ "$detector" = 1 ] && detector_images=320
+detector_side=${DETECTOR_SIDE:-320}  # the detector's training input side (images stored at it)
+detector_images=0; [ "$detector" = 1 ] && detector_images=$detector_side
 mkdir -p "$out" "$cache"
 renderer_pids=()
 log() { echo "[$(( $(date +%s) - start )) s] $*"; }
@@ -79,7 +82,8 @@ if [ "$detector" = 1 ]; then
     --init-from "${DETECTOR_INIT:-bundled}" --batch-size "${DETECTOR_BATCH:-64}" \
     --learning-rate "${DETECTOR_LR:-1e-3}" --warmup-steps "${WARMUP:-100}" --steps 1000000 \
     --checkpoint-every 5000 --time-budget-s "$budget" --device "$device" \
-    --zoom-on-device "${DETECTOR_ZOOM:-true}" 2>&1 | last_lines 3 detector &
+    --zoom-on-device "${DETECTOR_ZOOM:-true}" --input-side "$detector_side" \
+    --precision "${DETECTOR_PRECISION:-fp32}" 2>&1 | last_lines 3 detector &
   trainer_pids+=($!)
 fi
 for variant in $variants; do

@@ -4,8 +4,10 @@ Images from the synthetic generator (training clips only) are resized to the net
 area averaging, flipped and colour-jittered. Targets per stride-16 cell: a Gaussian centre
 heatmap (penalty-reduced focal loss), and at each person's centre cell the sub-cell offset and
 log box size (L1) plus the generalized IoU of the decoded box with the true one, which rewards
-overlap directly (a box can be close in L1 and still miss IoU 0.5). Resumable like metrabs-train: out_dir/detector (project format) +
-out_dir/train_state.pt; --init-from starts from another detector's weights (e.g. 'bundled').
+overlap directly (a box can be close in L1 and still miss IoU 0.5). Resumable like
+metrabs-train: out_dir/detector (project format) + out_dir/train_state.pt; --init-from starts
+from another detector's weights (e.g. 'bundled'). --precision auto runs the network in bfloat16
+where the CPU has AMX (2.2x faster here at 416 px, batch 16), the loss in float32.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from metrabs_ros.centre_detector import (OUTPUT_STRIDE, PAD_MULTIPLE, CentreNet,
 from metrabs_ros.estimator import resolve_device
 from metrabs_ros.train.loop import (batch_iterator, config_from_command_line, optimizer_step,
                                      rendered_samples, restore_training_state, run_training,
-                                     save_training_state, scheduled_lr_factor)
+                                     save_training_state, scheduled_lr_factor, uses_bfloat16)
 
 SIZE_LOSS_FACTOR = 0.5
 GIOU_LOSS_FACTOR = 1.0
@@ -53,6 +55,7 @@ class DetectorTrainConfig:
     data_dir: str = ''
     # with data_dir: also zoom (x 0.85-1.2) and shift every drawn image afresh, boxes with it
     zoom_on_device: bool = False
+    precision: str = 'auto'  # 'fp32', 'bf16' (network under autocast) or 'auto' (metrabs-train's)
 
 
 @dataclass(frozen=True)
@@ -165,6 +168,7 @@ class DetectorTrainer:
             if config.init_from:
                 self._load_initial_weights(config.init_from)
         self.network.to(self.device).train()
+        self.bfloat16 = uses_bfloat16(config.precision, self.device)
         self.optimizer = torch.optim.AdamW(self.network.parameters(), lr=config.learning_rate,
                                            weight_decay=config.weight_decay)
         self.started = time.monotonic()
@@ -186,7 +190,9 @@ class DetectorTrainer:
 
     def train_step(self, batch: DetectorBatch) -> dict[str, float]:
         images = normalize(torch.as_tensor(batch.images).to(self.device))
-        losses = detector_losses(self.network(images), batch.boxes)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bfloat16):
+            output = self.network(images)
+        losses = detector_losses(output.float(), batch.boxes)  # the loss in float32
         if optimizer_step(losses['total'], self.network.parameters(), self.optimizer,
                           self.scheduler) is None:
             self.skipped_steps += 1
