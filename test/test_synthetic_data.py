@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -274,6 +276,53 @@ def test_joint_jitter_turns_every_joint_by_at_most_its_limit():
             assert (difference < 1e-3) == same, difference
     finally:
         humanoid.close()
+
+
+def test_body_tilt_turns_whole_bodies_about_a_horizontal_axis_onto_the_ground():
+    """GeneratorConfig.body_tilt_probability: each person's body is turned rigidly (its joint
+    distances stay its clip frame's) about a horizontal axis by 30-180 degrees, and lies with its
+    lowest joint at the ground clearance."""
+    from metrabs_ros.data.generator import TILT_DEGREES, TILTED_CLEARANCE_M, body_tilt
+    from metrabs_ros.data.human_body import BASE_HEIGHT_M
+    from metrabs_ros.data.humanoid import Humanoid
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        rotation = body_tilt(rng)
+        np.testing.assert_allclose(rotation @ rotation.T, np.eye(3), atol=1e-12)
+        angle = np.degrees(np.arccos(np.clip((np.trace(rotation) - 1) / 2, -1, 1)))
+        assert TILT_DEGREES[0] - 1e-6 <= angle <= TILT_DEGREES[1] + 1e-6
+        np.testing.assert_allclose(rotation @ [0, 1, 0] @ [0, 1, 0], np.cos(np.radians(angle)),
+                                   atol=1e-9)  # the axis is horizontal: up turns by the angle
+
+    def shape(joints):
+        distances = np.linalg.norm(joints[:, None] - joints[None], axis=-1)
+        return distances / distances.mean()
+
+    def torso_tilt(joints, up):
+        torso = joints[2] - joints[0]
+        return np.degrees(np.arccos(torso @ up / np.linalg.norm(torso)))
+
+    turned = SyntheticGenerator(TRAIN_CLIPS, seed=5,
+                                config=dataclasses.replace(SMALL, body_tilt_probability=1.0))
+    humanoid = Humanoid()
+    changes = []
+    try:
+        for index in range(6):
+            sample = turned.sample(index)
+            for joints, clip, frame in zip(sample.joints3d, sample.clips, sample.frames):
+                humanoid.set_pose(load_clip(clip)[frame], root_position=(0.0, 1.0, 0.0))
+                np.testing.assert_allclose(shape(joints), shape(humanoid.joints_world()),
+                                           atol=1e-6)
+                world = sample.camera.camera_to_world(joints)
+                scale_range = np.array([1.5, 2.0]) / BASE_HEIGHT_M
+                assert TILTED_CLEARANCE_M * scale_range[0] - 0.01 <= world[:, 1].min() <= \
+                    TILTED_CLEARANCE_M * scale_range[1] + 0.01
+                changes.append(abs(torso_tilt(world, np.array([0, 1.0, 0])) -
+                                   torso_tilt(humanoid.joints_world(), np.array([0, 1.0, 0]))))
+    finally:
+        humanoid.close()
+        turned.close()
+    assert len(changes) >= 4 and np.mean(changes) > 30
 
 
 def test_fold_radius_of_barrel_distortion():

@@ -18,12 +18,14 @@ from metrabs_ros.data.backgrounds import random_background
 from metrabs_ros.data.ellipsoid_renderer import cast_rays, shade
 from metrabs_ros.data.human_body import (BASE_HEIGHT_M, BodyStyle, body_ellipsoids, random_height,
                                          random_style)
-from metrabs_ros.data.humanoid import CLIPS, Humanoid, load_clip
+from metrabs_ros.data.humanoid import CLIPS, Humanoid, axis_angle_matrix, load_clip
 from metrabs_ros.data.pose_mixing import jittered_frame, mixed_frame
 
 TEST_CLIPS = ('dance_b', 'kick', 'getup_faceup')
 TRAIN_CLIPS = tuple(c for c in CLIPS if c not in TEST_CLIPS)
 WORLD_UP = np.array([0.0, 1.0, 0.0])
+TILT_DEGREES = (30.0, 180.0)  # body_tilt's range of turns away from the clip's orientation
+TILTED_CLEARANCE_M = 0.1  # a tilted body's lowest joint centre above the ground (before scaling)
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,9 @@ class GeneratorConfig:
     min_visible_pixels: int = 150
     pose_mixing_probability: float = 0.0  # per person: limbs spliced from other clip frames
     joint_jitter_degrees: float = 0.0  # > 0: every joint of every person turned up to this much
+    # per person: the whole body turned about a random horizontal axis (lying, leaning, upside
+    # down; body_tilt) and rested on the ground, whatever its clip frame's orientation
+    body_tilt_probability: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -165,7 +170,15 @@ class SyntheticGenerator:
             if self.config.joint_jitter_degrees > 0:
                 frame = jittered_frame(frame, clip_rows, rng, self.config.joint_jitter_degrees)
             root = np.array([xz[0], frame[2], xz[1]])
-            self.humanoid.set_pose(frame, root, yaw=rng.uniform(-np.pi, np.pi), body=body)
+            yaw = rng.uniform(-np.pi, np.pi)
+            tilt = None
+            if self.config.body_tilt_probability > 0 and \
+                    rng.random() < self.config.body_tilt_probability:
+                tilt = body_tilt(rng)
+            self.humanoid.set_pose(frame, root, yaw=yaw, body=body, tilt=tilt)
+            if tilt is not None:  # rest the lowest joint at the ground clearance
+                root[1] += TILTED_CLEARANCE_M - self.humanoid.joints_world(body)[:, 1].min()
+                self.humanoid.set_pose(frame, root, yaw=yaw, body=body, tilt=tilt)
             self.styles[body], self.heights[body] = random_style(rng), random_height(rng)
             roots.append(root)
             clips.append(clip)
@@ -195,6 +208,17 @@ class SyntheticGenerator:
         distortion = [k1, -0.3 * k1 * rng.uniform(0, 1), *rng.normal(0, 5e-4, 2), 0.0]
         return Camera(K=K, distortion_coeffs=distortion, extrinsic=extrinsic, world_up=WORLD_UP,
                       image_size=(width, height))
+
+
+def body_tilt(rng: np.random.Generator) -> np.ndarray:
+    """A (3, 3) world rotation about a random horizontal axis by 30-180 degrees either way: a
+    standing clip frame becomes a person lying on the back, side or front, leaning or upside
+    down. The training clips have almost no one lying face up (18 of 1,193 frames), the
+    held-out getting-up clip half its frames."""
+    azimuth = rng.uniform(-np.pi, np.pi)
+    axis = np.array([np.cos(azimuth), 0.0, np.sin(azimuth)])
+    angle = np.radians(rng.uniform(*TILT_DEGREES)) * rng.choice([-1.0, 1.0])
+    return axis_angle_matrix(axis, angle)
 
 
 def edge_target(rng, person_root: np.ndarray, position: np.ndarray,

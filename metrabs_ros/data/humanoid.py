@@ -110,13 +110,17 @@ class Humanoid:
         """Nothing to release (kept for the callers' try/finally)."""
 
     def set_pose(self, frame: np.ndarray, root_position=None, yaw: float = 0.0,
-                 body: int | None = None) -> None:
-        """Pose a humanoid from a clip row; optionally move its root and turn it about y."""
+                 body: int | None = None, tilt: np.ndarray | None = None) -> None:
+        """Pose a humanoid from a clip row; optionally move its root and turn it about y.
+        tilt: a (3, 3) world rotation applied to the clip's root orientation before the yaw
+        (e.g. a standing frame laid on its back)."""
         body = self.body if body is None else body
         position = np.asarray(frame[1:4]) if root_position is None else np.asarray(root_position)
         w, x, y, z = frame[4:8]
         turn = np.array([0.0, np.sin(yaw / 2), 0.0, np.cos(yaw / 2)])  # about world y
         orientation = quaternion_matrix(quat_multiply(turn, np.array([x, y, z, w])))
+        if tilt is not None:
+            orientation = quaternion_matrix(turn) @ tilt @ quaternion_matrix(np.array([x, y, z, w]))
         rotations, column = {}, 8
         for link, kind in CLIP_JOINTS:
             if kind == 'sphere':

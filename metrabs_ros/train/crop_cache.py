@@ -50,6 +50,8 @@ def render_chunks(directory: str | Path, side: int, n_chunks: int, seed: int = 0
                 pose_mixing=config.pose_mixing_probability)
     if config.joint_jitter_degrees:  # recorded where used: earlier caches stay resumable
         info['joint_jitter_degrees'] = config.joint_jitter_degrees
+    if config.body_tilt_probability:
+        info['body_tilt'] = config.body_tilt_probability
     if detector_input_side:
         info['detector_input_side'] = detector_input_side
     _check_or_write_info(directory, info)
@@ -198,6 +200,10 @@ def main(argv=None) -> int:
     parser.add_argument('--joint-jitter', type=float, default=0.0, metavar='DEGREES',
                         help='turn every joint of every person by up to this angle '
                              '(data.pose_mixing.jittered_frame)')
+    parser.add_argument('--body-tilt', type=float, default=0.0, metavar='P',
+                        help='probability that a person is turned as a whole about a horizontal '
+                             'axis (lying, leaning, upside down) and rested on the ground '
+                             '(data.generator.body_tilt)')
     parser.add_argument('--detector-images', type=int, default=0, metavar='INPUT_SIDE',
                         help='also store every image at this person-detector input size '
                              '(320 for the bundled detector), for metrabs-train-detector '
@@ -211,7 +217,8 @@ def main(argv=None) -> int:
     from metrabs_ros.data.generator import GeneratorConfig
     render_chunks(args.directory, args.crop_side, args.chunks, args.seed,
                   config=GeneratorConfig(pose_mixing_probability=args.pose_mixing,
-                                         joint_jitter_degrees=args.joint_jitter),
+                                         joint_jitter_degrees=args.joint_jitter,
+                                         body_tilt_probability=args.body_tilt),
                   worker=args.worker, workers=args.workers,
                   detector_input_side=args.detector_images)
     return 0
