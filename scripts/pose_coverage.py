@@ -6,9 +6,11 @@ vertical axis to fit best (the generator draws every person's heading at random,
 mirrored in training, so mirrored training poses count too). Rows: the training clips' frames
 alone, and with mixed poses added (data.pose_mixing, as metrabs-render-crops --pose-mixing
 renders them), and with those mixed poses' joints also jittered (--jitter degrees,
-metrabs-render-crops --joint-jitter). No rendering; about a minute on one core.
+metrabs-render-crops --joint-jitter), or with those mixed poses turned as whole bodies about a
+horizontal axis with probability --tilt (data.generator.body_tilt, metrabs-render-crops
+--body-tilt). No rendering; about a minute on one core.
 
-    python scripts/pose_coverage.py --mixed 6000 --jitter 20
+    python scripts/pose_coverage.py --mixed 6000 --jitter 20 --tilt 0.5
 """
 from __future__ import annotations
 
@@ -16,17 +18,18 @@ import argparse
 
 import numpy as np
 
-from metrabs_ros.data.generator import TEST_CLIPS, TRAIN_CLIPS
+from metrabs_ros.data.generator import TEST_CLIPS, TRAIN_CLIPS, body_tilt
 from metrabs_ros.data.humanoid import Humanoid, load_clip
 from metrabs_ros.data.pose_mixing import jittered_frame, mixed_frame
 from metrabs_ros.skeletons import get_skeleton
 
 
-def centred_poses(humanoid: Humanoid, frames) -> np.ndarray:
-    """(N, 15, 3) joints of each clip row, world frame, pelvis at the origin, metres."""
+def centred_poses(humanoid: Humanoid, frames, tilts=None) -> np.ndarray:
+    """(N, 15, 3) joints of each clip row, world frame, pelvis at the origin, metres; tilts:
+    per row None or a (3, 3) whole-body rotation (Humanoid.set_pose)."""
     poses = []
-    for frame in frames:
-        humanoid.set_pose(frame, root_position=(0.0, 1.0, 0.0))
+    for frame, tilt in zip(frames, tilts or [None] * len(frames)):
+        humanoid.set_pose(frame, root_position=(0.0, 1.0, 0.0), tilt=tilt)
         joints = humanoid.joints_world()
         poses.append(joints - joints[0])
     return np.array(poses)
@@ -65,6 +68,8 @@ def main(argv=None) -> None:
     parser.add_argument('--mixed', type=int, default=6000, help='mixed poses to draw')
     parser.add_argument('--jitter', type=float, default=0.0,
                         help='degrees: a third row with the mixed poses\' joints jittered')
+    parser.add_argument('--tilt', type=float, default=0.0,
+                        help='probability: a row with the mixed poses turned as whole bodies')
     parser.add_argument('--seed', type=int, default=0)
     args = parser.parse_args(argv)
     humanoid = Humanoid()
@@ -77,6 +82,9 @@ def main(argv=None) -> None:
         mixed = centred_poses(humanoid, mixed_frames)
         jittered = centred_poses(humanoid, [jittered_frame(f, train_clips, rng, args.jitter)
                                             for f in mixed_frames]) if args.jitter else None
+        tilted = centred_poses(humanoid, mixed_frames, [
+            body_tilt(rng) if rng.random() < args.tilt else None for _ in mixed_frames]
+        ) if args.tilt else None
         tests = {c: centred_poses(humanoid, load_clip(c)) for c in TEST_CLIPS}
     finally:
         humanoid.close()
@@ -85,6 +93,9 @@ def main(argv=None) -> None:
     if jittered is not None:
         sets[f'+ the same mixed poses jittered {args.jitter:g} degrees instead'] = \
             np.concatenate([plain, jittered])
+    if tilted is not None:
+        sets[f'+ the same mixed poses, {100 * args.tilt:g} % tilted, instead'] = \
+            np.concatenate([plain, tilted])
     print('| training poses | test clip | frames | median nearest (mm) | within 100 mm (%) '
           '| within 150 mm (%) |')
     print('| --- | --- | ---: | ---: | ---: | ---: |')

@@ -1,0 +1,96 @@
+"""A model's pose errors by how far each person's torso leans from upright.
+
+For a `metrabs-synth` test set (no pose mixing or body tilt, so every person's pose is its
+clip row's): the torso tilt is the angle between the pelvis-to-neck direction of the clip row
+and the world's up; people are grouped into upright (< 30 degrees), leaning (30-60), lying
+(60-120) and upside down (>= 120). Each group gets the model's metrabs-eval metrics beside the
+constant mean pose's (--baseline-from). Shows whether the error sits in the orientations the
+training clips lack (the generator's body_tilt).
+
+    python scripts/error_by_tilt.py --model metrabs_ros/bundled/humanoid_model \
+        --data data/test777 --baseline-from data/train_mean
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+TILT_GROUPS = (('upright (< 30 deg)', 0, 30), ('leaning (30-60 deg)', 30, 60),
+               ('lying (60-120 deg)', 60, 120), ('upside down (>= 120 deg)', 120, 181))
+PELVIS, NECK = 0, 2  # humanoid_15
+WORLD_UP = np.array([0.0, 1.0, 0.0])  # the clips' y-up world
+
+
+def torso_tilt_degrees(humanoid, clip: str, frame: int) -> float:
+    """The angle between a clip row's pelvis-to-neck direction and the world's up."""
+    from metrabs_ros.data.humanoid import load_clip
+    humanoid.set_pose(load_clip(clip)[frame])
+    joints = humanoid.joints_world()
+    torso = joints[NECK] - joints[PELVIS]
+    return float(np.degrees(np.arccos(np.clip(torso @ WORLD_UP / np.linalg.norm(torso), -1, 1))))
+
+
+def main(argv=None) -> int:
+    from metrabs_ros.data.dataset import dataset_size, load_sample
+    from metrabs_ros.data.humanoid import Humanoid
+    from metrabs_ros.estimator import PoseEstimator
+    from metrabs_ros.train.evaluate import (EvaluationResult, MeanPoseBaseline, markdown_table,
+                                            poses_in_box_order, served_people)
+    from metrabs_ros.train.metrics import joint_errors, procrustes_errors
+    from metrabs_ros.weights import load_model
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--model', type=Path, required=True)
+    parser.add_argument('--data', type=Path, required=True, help='metrabs-synth test set')
+    parser.add_argument('--baseline-from', type=Path, required=True, metavar='TRAIN_SET')
+    parser.add_argument('--max-samples', type=int, default=None)
+    parser.add_argument('--num-aug', type=int, default=1)
+    args = parser.parse_args(argv)
+    generator = json.loads((args.data / 'index.json').read_text())['generator']
+    if generator.get('pose_mixing_probability') or generator.get('joint_jitter_degrees') or \
+            generator.get('body_tilt_probability'):
+        parser.error(f'{args.data}: its poses are not their clip rows (mixing, jitter or tilt)')
+    estimator = PoseEstimator(load_model(args.model), device='cpu')
+    baseline = MeanPoseBaseline.from_dataset(args.baseline_from)
+    humanoid = Humanoid()
+    errors = {name: ([], [], []) for name in ('model', 'mean pose')}
+    tilts, truncated = [], []
+    count = min(dataset_size(args.data), args.max_samples or dataset_size(args.data))
+    for index in range(count):
+        sample = load_sample(args.data, index)
+        if not len(sample.joints3d):
+            continue
+        result = estimator.estimate_poses(sample.image, sample.boxes, sample.camera,
+                                          num_aug=args.num_aug)
+        predicted = poses_in_box_order(result.boxes, result.poses3d, sample.boxes)
+        served = served_people(predicted)
+        truth = sample.joints3d[served]
+        for name, poses in (('model', predicted[served]),
+                            ('mean pose', baseline.estimate(sample)[served])):
+            relative, absolute, procrustes = errors[name]
+            relative.append(joint_errors(poses, truth))
+            absolute.append(joint_errors(poses, truth, absolute=True))
+            procrustes.append(procrustes_errors(poses, truth))
+        tilts += [torso_tilt_degrees(humanoid, clip, frame) for clip, frame, kept in
+                  zip(sample.clips, sample.frames, served) if kept]
+        truncated.append(sample.truncated[served])
+    tilts, truncated = np.array(tilts), np.concatenate(truncated)
+    rows = {}
+    for name, (relative, absolute, procrustes) in errors.items():
+        relative, absolute, procrustes = (np.concatenate(e) for e in (relative, absolute,
+                                                                       procrustes))
+        rows[name] = {}
+        for group, low, high in (('all', 0, 181),) + TILT_GROUPS:
+            mask = (tilts >= low) & (tilts < high)
+            result = EvaluationResult(relative[mask], absolute[mask], procrustes[mask],
+                                      truncated[mask], ('',) * relative.shape[1])
+            rows[name][group] = result.summary()['all']
+    print(markdown_table(rows))
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
