@@ -174,3 +174,36 @@ def test_crop_comparison_of_metro_and_25d_models(samples):
         assert 0 <= row['truncated_crops'] <= people
         assert row['mpjpe_mm'] > 0 and np.isfinite(row['mpjpe_mm'])
     assert result['metro']['mpjpe_mm'] != result['baseline']['mpjpe_mm']
+
+
+def test_errors_by_torso_tilt_script(tmp_path, capsys):
+    """scripts/error_by_tilt.py: clip rows' torso tilts (a walk is upright, a crawl lies), and
+    on a written test set its groups split the evaluated people, for model and mean pose."""
+    import sys
+    sys.path.insert(0, str(Path(__file__).parents[1] / 'scripts'))
+    import error_by_tilt
+    from metrabs_ros.data.humanoid import Humanoid
+    humanoid = Humanoid()
+    assert error_by_tilt.torso_tilt_degrees(humanoid, 'walk', 0) < 30
+    assert 60 <= error_by_tilt.torso_tilt_degrees(humanoid, 'crawl', 0) < 120
+    write_dataset(tmp_path / 'test', 3, TEST_CLIPS, seed=6, config=SMALL)
+    write_dataset(tmp_path / 'train', 2, TRAIN_CLIPS, seed=7, config=SMALL)
+    torch.manual_seed(0)
+    cfg = ModelConfig(backbone='resnet18', joint_names=SKELETON.joint_names,
+                      joint_edges=SKELETON.edges.tolist(), skeleton='humanoid_15', crop_side=64)
+    save_checkpoint(Metrabs(cfg), tmp_path / 'untrained')
+    assert error_by_tilt.main(['--model', str(tmp_path / 'untrained'), '--data',
+                               str(tmp_path / 'test'), '--baseline-from',
+                               str(tmp_path / 'train')]) == 0
+    rows = [line.split(' | ') for line in capsys.readouterr().out.splitlines()
+            if line.startswith(('| model |', '| mean pose |')) and '| people |' not in line]
+    for name in ('model', 'mean pose'):
+        people = {row[1]: int(row[2]) for row in rows if row[0] == f'| {name}'}
+        assert set(people) == {'all'} | {group for group, _, _ in error_by_tilt.TILT_GROUPS}
+        assert people['all'] >= 3 and sum(people.values()) == 2 * people['all']
+    tilted = tmp_path / 'tilted'
+    write_dataset(tilted, 1, TEST_CLIPS, seed=6,
+                  config=GeneratorConfig(image_size=(320, 240), body_tilt_probability=0.5))
+    with pytest.raises(SystemExit):
+        error_by_tilt.main(['--model', str(tmp_path / 'untrained'), '--data', str(tilted),
+                            '--baseline-from', str(tmp_path / 'train')])
