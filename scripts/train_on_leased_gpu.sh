@@ -11,7 +11,7 @@
 # renders (the renderers store each image at the detector's input size; detector_pool), into
 # OUT/detector. A call returns at most 8 files: DETECTOR=1 allows one pose variant.
 # DETECTOR_SIDE (320) is the detector's training input side; DETECTOR_PRECISION (fp32, as
-# measured so far) may be bf16 or auto. BODY_TILT (0) is the renderers' --body-tilt: the share
+# measured so far) may be bf16 or auto. BODY_TILT (0.25) is the renderers' --body-tilt: the share
 # of people turned as whole bodies (lying, upside down; data.generator.body_tilt).
 # A follow-up call on the still-warm machine continues the first call's runs on its renders
 # (renderers skip chunks already there), e.g. with a warm restart at a lower rate:
@@ -41,7 +41,7 @@ log "GPU: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 log "cores: $(nproc); python $(python3 -V 2>&1); torch $(python3 -c 'import torch;print(torch.__version__)')"
 for k in $(seq 0 $((renderers - 1))); do
   OMP_NUM_THREADS=1 python3 -m metrabs_ros.train.crop_cache "$cache" --chunks 4000 --seed "${SEED:-31}" \
-    --pose-mixing 0.5 --body-tilt "${BODY_TILT:-0}" --detector-images "$detector_images" \
+    --pose-mixing 0.5 --body-tilt "${BODY_TILT:-0.25}" --detector-images "$detector_images" \
     --worker "$k" --workers "$renderers" \
     >"/tmp/render_$k.log" 2>&1 &
   renderer_pids+=($!)
