@@ -76,11 +76,16 @@ def ros2_launch(log_path: Path, env: dict, *arguments: str):
 def ros2_cli(env: dict, *arguments: str, expect: str | None = None, attempts: int = 6) -> str:
     """Output of `ros2 ARGUMENTS --no-daemon`, retried while discovery has not found the node
     (each try waits 2 s for discovery, not the default 0.5 s: on a loaded machine that was too
-    short six times in a row)."""
+    short six times in a row). A try that hangs (a lost service reply: once in a fresh-clone
+    run beside another DDS process) counts as a failed try."""
     output = ''
     for _ in range(attempts):
-        result = subprocess.run([ROS2, *arguments, '--no-daemon', '--spin-time', '2'], env=env,
-                                capture_output=True, text=True, timeout=60)
+        try:
+            result = subprocess.run([ROS2, *arguments, '--no-daemon', '--spin-time', '2'],
+                                    env=env, capture_output=True, text=True, timeout=30)
+        except subprocess.TimeoutExpired:
+            output = f'ros2 {" ".join(arguments)}: no answer within 30 s'
+            continue
         output = result.stdout + result.stderr
         if 'Node not found' not in output and (expect is None or expect in output):
             return output
