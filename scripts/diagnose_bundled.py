@@ -15,11 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metrabs_ros.data.dataset import dataset_size, load_sample
 from metrabs_ros.estimator import PoseEstimator
 from metrabs_ros.skeletons import get_skeleton
-from metrabs_ros.train.evaluate import (MeanPoseBaseline, evaluate, on_served_people,
-                                        poses_in_box_order, served_people)
+from metrabs_ros.train.evaluate import MeanPoseBaseline, evaluate_dataset
 from metrabs_ros.weights import load_model
 
 
@@ -36,38 +34,15 @@ def spread_mm(poses: np.ndarray, names: tuple[str, ...]) -> dict[str, float]:
 
 
 def diagnose(model_dir: Path, data: Path, baseline: MeanPoseBaseline) -> dict:
-    estimator = PoseEstimator(load_model(model_dir), device='cpu')
     names = get_skeleton('humanoid_15').joint_names
-    count = dataset_size(data)
-    predictions, truths, baseline_poses = [], [], []
-
-    served = []  # per sample: the people the model could crop (the baseline gets the same)
-
-    def estimate(sample) -> np.ndarray:
-        result = estimator.estimate_poses(sample.image, sample.boxes, sample.camera, num_aug=1)
-        poses = poses_in_box_order(result.boxes, result.poses3d, sample.boxes)
-        served.append(served_people(poses))
-        predictions.append(poses[served[-1]])
-        truths.append(sample.joints3d[served[-1]])
-        return poses
-
-    baseline_on_served = on_served_people(served, baseline.estimate)
-
-    def estimate_baseline(sample) -> np.ndarray:
-        poses = baseline_on_served(sample)
-        baseline_poses.append(poses[served_people(poses)])
-        return poses
-
-    samples = [load_sample(data, i) for i in range(count)]
-    model_rows = evaluate(estimate, samples, names).summary()
-    baseline_rows = evaluate(estimate_baseline, samples, names).summary()
-    baseline_poses = np.concatenate(baseline_poses)
+    model, mean_pose = evaluate_dataset(PoseEstimator(load_model(model_dir), device='cpu'),
+                                        data, baseline)
     return dict(
         data=str(data), baseline_source=baseline.source,
-        metrics=dict(model=model_rows, mean_pose=baseline_rows),
-        spread_mm=dict(model=spread_mm(np.concatenate(predictions), names),
-                       mean_pose=spread_mm(baseline_poses, names),
-                       truth=spread_mm(np.concatenate(truths), names)))
+        metrics=dict(model=model.summary(), mean_pose=mean_pose.summary()),
+        spread_mm=dict(model=spread_mm(model.poses, names),
+                       mean_pose=spread_mm(mean_pose.poses, names),
+                       truth=spread_mm(model.true_poses, names)))
 
 
 def main() -> None:

@@ -34,12 +34,9 @@ def torso_tilt_degrees(humanoid, clip: str, frame: int) -> float:
 
 
 def main(argv=None) -> int:
-    from metrabs_ros.data.dataset import dataset_size, load_sample
     from metrabs_ros.data.humanoid import Humanoid
     from metrabs_ros.estimator import PoseEstimator
-    from metrabs_ros.train.evaluate import (EvaluationResult, MeanPoseBaseline, markdown_table,
-                                            poses_in_box_order, served_people)
-    from metrabs_ros.train.metrics import joint_errors, procrustes_errors
+    from metrabs_ros.train.evaluate import MeanPoseBaseline, evaluate_dataset, markdown_table
     from metrabs_ros.weights import load_model
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -53,41 +50,16 @@ def main(argv=None) -> int:
     if generator.get('pose_mixing_probability') or generator.get('joint_jitter_degrees') or \
             generator.get('body_tilt_probability'):
         parser.error(f'{args.data}: its poses are not their clip rows (mixing, jitter or tilt)')
-    estimator = PoseEstimator(load_model(args.model), device='cpu')
-    baseline = MeanPoseBaseline.from_dataset(args.baseline_from)
+    results = dict(zip(('model', 'mean pose'), evaluate_dataset(
+        PoseEstimator(load_model(args.model), device='cpu'), args.data,
+        MeanPoseBaseline.from_dataset(args.baseline_from), args.max_samples, args.num_aug)))
     humanoid = Humanoid()
-    errors = {name: ([], [], []) for name in ('model', 'mean pose')}
-    tilts, truncated = [], []
-    count = min(dataset_size(args.data), args.max_samples or dataset_size(args.data))
-    for index in range(count):
-        sample = load_sample(args.data, index)
-        if not len(sample.joints3d):
-            continue
-        result = estimator.estimate_poses(sample.image, sample.boxes, sample.camera,
-                                          num_aug=args.num_aug)
-        predicted = poses_in_box_order(result.boxes, result.poses3d, sample.boxes)
-        served = served_people(predicted)
-        truth = sample.joints3d[served]
-        for name, poses in (('model', predicted[served]),
-                            ('mean pose', baseline.estimate(sample)[served])):
-            relative, absolute, procrustes = errors[name]
-            relative.append(joint_errors(poses, truth))
-            absolute.append(joint_errors(poses, truth, absolute=True))
-            procrustes.append(procrustes_errors(poses, truth))
-        tilts += [torso_tilt_degrees(humanoid, clip, frame) for clip, frame, kept in
-                  zip(sample.clips, sample.frames, served) if kept]
-        truncated.append(sample.truncated[served])
-    tilts, truncated = np.array(tilts), np.concatenate(truncated)
-    rows = {}
-    for name, (relative, absolute, procrustes) in errors.items():
-        relative, absolute, procrustes = (np.concatenate(e) for e in (relative, absolute,
-                                                                       procrustes))
-        rows[name] = {}
-        for group, low, high in (('all', 0, 181),) + TILT_GROUPS:
-            mask = (tilts >= low) & (tilts < high)
-            result = EvaluationResult(relative[mask], absolute[mask], procrustes[mask],
-                                      truncated[mask], ('',) * relative.shape[1])
-            rows[name][group] = result.summary()['all']
+    people = results['model']
+    tilts = np.array([torso_tilt_degrees(humanoid, clip, frame)
+                      for clip, frame in zip(people.clips, people.frames)])
+    rows = {name: {group: result.subset((tilts >= low) & (tilts < high)).summary()['all']
+                   for group, low, high in (('all', 0, 181),) + TILT_GROUPS}
+            for name, result in results.items()}
     print(markdown_table(rows))
     return 0
 

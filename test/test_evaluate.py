@@ -60,6 +60,14 @@ def test_perfect_and_known_errors(samples, tmp_path):
     assert per_clip[f'clip {clips[0]}']['mpjpe_mm'] == pytest.approx(100 / 15 * np.sqrt(3))
     assert all(per_clip[f'clip {c}']['mpjpe_mm'] == 0 for c in clips[1:])
     assert sum(per_clip[f'clip {c}']['people'] for c in clips) == per_clip['all']['people']
+    # The result keeps each person's clip, frame and poses, in step when a subset is taken.
+    result = evaluate(wrong_on_first_clip, samples, SKELETON.joint_names)
+    first = result.subset(np.array(result.clips) == clips[0])
+    assert first.summary()['all'] == pytest.approx(dict(per_clip[f'clip {clips[0]}'], skipped=0))
+    assert set(first.clips) == {clips[0]} and len(first.frames) == len(first.poses)
+    np.testing.assert_allclose(
+        np.linalg.norm(first.poses - first.true_poses, axis=-1), first.relative, atol=1e-12)
+    assert result.frames == tuple(f for s in samples for f in s.frames)
     out = write_report(perfect, tmp_path / 'report', 'oracle')
     assert '| oracle | all |' in (out / 'table.md').read_text()
     assert 'baseline' not in json.loads((out / 'summary.json').read_text())

@@ -177,8 +177,9 @@ class SyntheticGenerator:
                 tilt = body_tilt(rng)
             self.humanoid.set_pose(frame, root, yaw=yaw, body=body, tilt=tilt)
             if tilt is not None:  # rest the lowest joint at the ground clearance
-                root[1] += TILTED_CLEARANCE_M - self.humanoid.joints_world(body)[:, 1].min()
-                self.humanoid.set_pose(frame, root, yaw=yaw, body=body, tilt=tilt)
+                lift = TILTED_CLEARANCE_M - self.humanoid.joints_world(body)[:, 1].min()
+                root[1] += lift
+                self.humanoid.translate(np.array([0.0, lift, 0.0]), body)
             self.styles[body], self.heights[body] = random_style(rng), random_height(rng)
             roots.append(root)
             clips.append(clip)

@@ -118,9 +118,11 @@ class Humanoid:
         position = np.asarray(frame[1:4]) if root_position is None else np.asarray(root_position)
         w, x, y, z = frame[4:8]
         turn = np.array([0.0, np.sin(yaw / 2), 0.0, np.cos(yaw / 2)])  # about world y
-        orientation = quaternion_matrix(quat_multiply(turn, np.array([x, y, z, w])))
-        if tilt is not None:
-            orientation = quaternion_matrix(turn) @ tilt @ quaternion_matrix(np.array([x, y, z, w]))
+        clip_orientation = np.array([x, y, z, w])
+        if tilt is None:
+            orientation = quaternion_matrix(quat_multiply(turn, clip_orientation))
+        else:
+            orientation = quaternion_matrix(turn) @ tilt @ quaternion_matrix(clip_orientation)
         rotations, column = {}, 8
         for link, kind in CLIP_JOINTS:
             if kind == 'sphere':
@@ -131,6 +133,10 @@ class Humanoid:
                 rotations[link] = axis_angle_matrix(self.tree.axes[link], frame[column])
                 column += 1
         self._place(body, position.astype(float), orientation, rotations)
+
+    def translate(self, offset: np.ndarray, body: int | None = None) -> None:
+        """Move a posed humanoid by a world offset (3,) in metres."""
+        self.positions[self.body if body is None else body] += offset
 
     def _place(self, body: int, position: np.ndarray, orientation: np.ndarray,
                joint_rotations: dict[int, np.ndarray]) -> None:

@@ -9,6 +9,7 @@ and AUC. Units: millimetres in the table, metres in the arrays.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +29,9 @@ BASELINE_NAME = 'mean pose'
 @dataclass(frozen=True)
 class EvaluationResult:
     """Per person (N) and joint (J): relative, absolute and Procrustes-aligned errors (metres),
-    truncation flags; skipped: people the estimator could not serve (not in the errors); clips:
-    each person's motion clip (empty: unknown)."""
+    truncation flags; skipped: people the estimator could not serve (not in the errors); clips,
+    frames: each person's motion clip and frame (empty: unknown); poses, true_poses: (N, J, 3)
+    estimated and true camera-frame poses (None: not kept)."""
 
     relative: np.ndarray
     absolute: np.ndarray
@@ -38,6 +40,20 @@ class EvaluationResult:
     joint_names: tuple[str, ...]
     skipped: int = 0
     clips: tuple[str, ...] = ()
+    frames: tuple[int, ...] = ()
+    poses: np.ndarray | None = None
+    true_poses: np.ndarray | None = None
+
+    def subset(self, mask: np.ndarray) -> 'EvaluationResult':
+        """The people where the (N,) boolean mask is True (skipped: 0)."""
+        def pick(values):
+            return None if values is None else np.asarray(values)[mask]
+        return dataclasses.replace(
+            self, relative=self.relative[mask], absolute=self.absolute[mask],
+            procrustes=self.procrustes[mask], truncated=self.truncated[mask], skipped=0,
+            clips=tuple(pick(self.clips).tolist()) if self.clips else (),
+            frames=tuple(pick(self.frames).tolist()) if self.frames else (),
+            poses=pick(self.poses), true_poses=pick(self.true_poses))
 
     def summary(self) -> dict[str, dict[str, float]]:
         """{'all': metrics, 'truncated': metrics}, and {'clip NAME': metrics} per motion clip
@@ -98,7 +114,8 @@ def evaluate(estimate: Callable[[Sample], np.ndarray], samples: Iterable[Sample]
              joint_names, root: int = 0) -> EvaluationResult:
     """estimate(sample) -> (P, J, 3) camera-frame poses for the sample's people, in order; a
     person's pose is NaN where the estimator could not serve it (counted as skipped)."""
-    relative, absolute, procrustes, truncated, clips, skipped = [], [], [], [], [], 0
+    relative, absolute, procrustes, truncated, clips, frames, skipped = [], [], [], [], [], [], 0
+    poses, true_poses = [], []
     for sample in samples:
         if not len(sample.joints3d):
             continue
@@ -111,11 +128,40 @@ def evaluate(estimate: Callable[[Sample], np.ndarray], samples: Iterable[Sample]
         procrustes.append(procrustes_errors(predicted, truth))
         truncated.append(sample.truncated[served])
         clips += [str(clip) for clip, kept in zip(sample.clips, served) if kept]
+        frames += [int(frame) for frame, kept in zip(sample.frames, served) if kept]
+        poses.append(predicted)
+        true_poses.append(truth)
     if not relative:
         raise ValueError('no people to evaluate')
     return EvaluationResult(np.concatenate(relative), np.concatenate(absolute),
                             np.concatenate(procrustes), np.concatenate(truncated),
-                            tuple(joint_names), skipped, tuple(clips))
+                            tuple(joint_names), skipped, tuple(clips), tuple(frames),
+                            np.concatenate(poses), np.concatenate(true_poses))
+
+
+def evaluate_dataset(estimator, data: str | Path, baseline: MeanPoseBaseline,
+                     count: int | None = None,
+                     num_aug: int = 1) -> tuple[EvaluationResult, EvaluationResult]:
+    """A PoseEstimator's result on the first `count` (default all) samples of a metrabs-synth
+    set, each person estimated from its ground-truth box, and the mean-pose baseline's result on
+    the same people (those the estimator served)."""
+    from metrabs_ros.data.dataset import dataset_size, load_sample
+    count = min(dataset_size(data), count or dataset_size(data))
+    model = estimator.model
+    joint_names = model.output_skeletons.skeletons[model.output_skeletons.default].joint_names
+    served = []  # per sample: which people the model served
+
+    def estimate(sample: Sample) -> np.ndarray:
+        result = estimator.estimate_poses(sample.image, sample.boxes, sample.camera,
+                                          num_aug=num_aug)
+        poses = poses_in_box_order(result.boxes, result.poses3d, sample.boxes)
+        served.append(served_people(poses))
+        return poses
+
+    result = evaluate(estimate, (load_sample(data, i) for i in range(count)), joint_names)
+    baseline_result = evaluate(on_served_people(served, baseline.estimate),
+                               (load_sample(data, i) for i in range(count)), joint_names)
+    return result, baseline_result
 
 
 def poses_in_box_order(result_boxes: np.ndarray, poses: np.ndarray,
@@ -250,31 +296,15 @@ def main(argv=None) -> int:
                              'mean-pose baseline; without it, the mean pose of the evaluated '
                              'people themselves (a constant fitted to the test set)')
     args = parser.parse_args(argv)
-    model = load_model(args.model)
-    estimator = PoseEstimator(model, device=args.device)
-    count = dataset_size(args.data)
-    count = min(count, args.max_samples or count)
-    skeleton = model.output_skeletons.skeletons[model.output_skeletons.default]
-
-    served = []  # per sample: which people the model served; the baseline is measured on them
-
-    def estimate(sample: Sample) -> np.ndarray:
-        result = estimator.estimate_poses(sample.image, sample.boxes, sample.camera,
-                                          num_aug=args.num_aug)
-        poses = poses_in_box_order(result.boxes, result.poses3d, sample.boxes)
-        served.append(served_people(poses))
-        return poses
-
-    result = evaluate(estimate, (load_sample(args.data, i) for i in range(count)),
-                      skeleton.joint_names)
+    estimator = PoseEstimator(load_model(args.model), device=args.device)
+    count = min(dataset_size(args.data), args.max_samples or dataset_size(args.data))
     if args.baseline_from is None:
         baseline = MeanPoseBaseline.from_dataset(args.data, count,
                                                  f'oracle: the evaluated people of {args.data}')
     else:
         baseline = MeanPoseBaseline.from_dataset(args.baseline_from)
-    baseline_result = evaluate(on_served_people(served, baseline.estimate),
-                               (load_sample(args.data, i) for i in range(count)),
-                               skeleton.joint_names)
+    result, baseline_result = evaluate_dataset(estimator, args.data, baseline, count,
+                                               args.num_aug)
     write_report(result, args.out, args.model.name, (baseline_result, baseline))
     print((args.out / 'table.md').read_text())
     print(f'mean pose: {baseline.source}')
