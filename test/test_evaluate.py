@@ -215,3 +215,38 @@ def test_errors_by_torso_tilt_script(tmp_path, capsys):
     with pytest.raises(SystemExit):
         error_by_tilt.main(['--model', str(tmp_path / 'untrained'), '--data', str(tilted),
                             '--baseline-from', str(tmp_path / 'train')])
+
+
+def test_absolute_error_sources_script(tmp_path, capsys):
+    """scripts/absolute_error_sources.py: the best scale about the camera centre removes a pure
+    depth (size) error; the height-ambiguity floor is a few per cent of the camera distance and
+    the same for every estimate of the same people; both estimates get rows."""
+    import sys
+    sys.path.insert(0, str(Path(__file__).parents[1] / 'scripts'))
+    import absolute_error_sources as sources
+    truth = np.random.default_rng(1).normal([0, 0, 5], 0.5, (4, 15, 3))
+    np.testing.assert_allclose(sources.best_scale_errors(1.1 * truth, truth), 0, atol=1e-12)
+    moved = truth + [0.3, 0, 0]
+    assert (sources.best_scale_errors(moved, truth).mean() <=
+            np.linalg.norm(moved - truth, axis=-1).mean())
+    factor = sources.height_ambiguity_factor()
+    assert 0.01 < factor < 0.1
+    row = sources.sources(1.1 * truth, truth, factor)
+    assert row['depth_ratio'] == pytest.approx(1.1) and row['depth_ratio_log_sd'] < 1e-9
+    assert row['best_scale_mm'] < 1e-6 < row['abs_mpjpe_mm']
+    write_dataset(tmp_path / 'test', 3, TEST_CLIPS, seed=6, config=SMALL)
+    write_dataset(tmp_path / 'train', 2, TRAIN_CLIPS, seed=7, config=SMALL)
+    torch.manual_seed(0)
+    cfg = ModelConfig(backbone='resnet18', joint_names=SKELETON.joint_names,
+                      joint_edges=SKELETON.edges.tolist(), skeleton='humanoid_15', crop_side=64)
+    save_checkpoint(Metrabs(cfg), tmp_path / 'untrained')
+    assert sources.main(['--model', str(tmp_path / 'untrained'), '--data', str(tmp_path / 'test'),
+                         '--baseline-from', str(tmp_path / 'train')]) == 0
+    rows = [line.split(' | ') for line in capsys.readouterr().out.splitlines()
+            if line.startswith(('| model |', '| mean pose |'))]
+    floors = {(row[0], row[1]): float(row[-1].rstrip(' |')) for row in rows}
+    assert {name for name, _ in floors} == {'| model', '| mean pose'}
+    for (name, subset), floor in floors.items():
+        assert floor == floors[('| model', subset)] > 0
+    for row in rows:
+        assert float(row[4]) <= float(row[3])  # best scale <= absolute error
