@@ -13,7 +13,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from metrabs_ros.data.generator import Sample
 from metrabs_ros.detection import DEFAULT_THRESHOLD
 from metrabs_ros.train.metrics import (AUC_THRESHOLDS_M, PCK_THRESHOLD_M, average_precision,
                                        joint_errors, matched_detections, procrustes_errors)
+
+if TYPE_CHECKING:
+    from metrabs_ros.estimator import PoseEstimator
 
 
 BASELINE_NAME = 'mean pose'
@@ -139,7 +142,7 @@ def evaluate(estimate: Callable[[Sample], np.ndarray], samples: Iterable[Sample]
                             np.concatenate(poses), np.concatenate(true_poses))
 
 
-def evaluate_dataset(estimator, data: str | Path, baseline: MeanPoseBaseline,
+def evaluate_dataset(estimator: 'PoseEstimator', data: str | Path, baseline: MeanPoseBaseline,
                      count: int | None = None,
                      num_aug: int = 1) -> tuple[EvaluationResult, EvaluationResult]:
     """A PoseEstimator's result on the first `count` (default all) samples of a metrabs-synth
