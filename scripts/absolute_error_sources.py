@@ -21,7 +21,6 @@ Columns (mm unless said), for the model and the constant mean pose, from ground-
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 
@@ -58,19 +57,12 @@ def sources(poses: np.ndarray, truth: np.ndarray, factor: float) -> dict[str, fl
 
 
 def main(argv=None) -> int:
-    from metrabs_ros.estimator import PoseEstimator
-    from metrabs_ros.train.evaluate import MeanPoseBaseline, evaluate_dataset
-    from metrabs_ros.weights import load_model
+    from metrabs_ros.train.evaluate import add_evaluation_arguments, evaluate_model_and_mean_pose
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--model', type=Path, required=True)
-    parser.add_argument('--data', type=Path, required=True, help='metrabs-synth test set')
-    parser.add_argument('--baseline-from', type=Path, required=True, metavar='TRAIN_SET')
-    parser.add_argument('--max-samples', type=int, default=None)
+    add_evaluation_arguments(parser)
     args = parser.parse_args(argv)
-    results = dict(zip(('model', 'mean pose'), evaluate_dataset(
-        PoseEstimator(load_model(args.model), device='cpu'), args.data,
-        MeanPoseBaseline.from_dataset(args.baseline_from), args.max_samples)))
+    results = evaluate_model_and_mean_pose(args)
     factor = height_ambiguity_factor()
     print(f'height ambiguity: {100 * factor:.2f} % of each joint\'s distance from the camera\n')
     print('| estimate | subset | people | abs. MPJPE | best scale | root depth | depth ratio '

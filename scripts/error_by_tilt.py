@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import numpy as np
 
@@ -35,24 +34,17 @@ def torso_tilt_degrees(humanoid, clip: str, frame: int) -> float:
 
 def main(argv=None) -> int:
     from metrabs_ros.data.humanoid import Humanoid
-    from metrabs_ros.estimator import PoseEstimator
-    from metrabs_ros.train.evaluate import MeanPoseBaseline, evaluate_dataset, markdown_table
-    from metrabs_ros.weights import load_model
+    from metrabs_ros.train.evaluate import (add_evaluation_arguments,
+                                            evaluate_model_and_mean_pose, markdown_table)
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--model', type=Path, required=True)
-    parser.add_argument('--data', type=Path, required=True, help='metrabs-synth test set')
-    parser.add_argument('--baseline-from', type=Path, required=True, metavar='TRAIN_SET')
-    parser.add_argument('--max-samples', type=int, default=None)
-    parser.add_argument('--num-aug', type=int, default=1)
+    add_evaluation_arguments(parser)
     args = parser.parse_args(argv)
     generator = json.loads((args.data / 'index.json').read_text())['generator']
     if generator.get('pose_mixing_probability') or generator.get('joint_jitter_degrees') or \
             generator.get('body_tilt_probability'):
         parser.error(f'{args.data}: its poses are not their clip rows (mixing, jitter or tilt)')
-    results = dict(zip(('model', 'mean pose'), evaluate_dataset(
-        PoseEstimator(load_model(args.model), device='cpu'), args.data,
-        MeanPoseBaseline.from_dataset(args.baseline_from), args.max_samples, args.num_aug)))
+    results = evaluate_model_and_mean_pose(args)
     humanoid = Humanoid()
     people = results['model']
     tilts = np.array([torso_tilt_degrees(humanoid, clip, frame)

@@ -184,7 +184,22 @@ def test_crop_comparison_of_metro_and_25d_models(samples):
     assert result['metro']['mpjpe_mm'] != result['baseline']['mpjpe_mm']
 
 
-def test_errors_by_torso_tilt_script(tmp_path, capsys):
+@pytest.fixture(scope='module')
+def script_inputs(tmp_path_factory):
+    """A small test set, a training set for the mean pose and an untrained model, as the
+    argument list of the scripts built on evaluate_model_and_mean_pose."""
+    root = tmp_path_factory.mktemp('script_inputs')
+    write_dataset(root / 'test', 3, TEST_CLIPS, seed=6, config=SMALL)
+    write_dataset(root / 'train', 2, TRAIN_CLIPS, seed=7, config=SMALL)
+    torch.manual_seed(0)
+    cfg = ModelConfig(backbone='resnet18', joint_names=SKELETON.joint_names,
+                      joint_edges=SKELETON.edges.tolist(), skeleton='humanoid_15', crop_side=64)
+    save_checkpoint(Metrabs(cfg), root / 'untrained')
+    return root, ['--model', str(root / 'untrained'), '--data', str(root / 'test'),
+                  '--baseline-from', str(root / 'train')]
+
+
+def test_errors_by_torso_tilt_script(script_inputs, tmp_path, capsys):
     """scripts/error_by_tilt.py: clip rows' torso tilts (a walk is upright, a crawl lies), and
     on a written test set its groups split the evaluated people, for model and mean pose."""
     import sys
@@ -194,15 +209,8 @@ def test_errors_by_torso_tilt_script(tmp_path, capsys):
     humanoid = Humanoid()
     assert error_by_tilt.torso_tilt_degrees(humanoid, 'walk', 0) < 30
     assert 60 <= error_by_tilt.torso_tilt_degrees(humanoid, 'crawl', 0) < 120
-    write_dataset(tmp_path / 'test', 3, TEST_CLIPS, seed=6, config=SMALL)
-    write_dataset(tmp_path / 'train', 2, TRAIN_CLIPS, seed=7, config=SMALL)
-    torch.manual_seed(0)
-    cfg = ModelConfig(backbone='resnet18', joint_names=SKELETON.joint_names,
-                      joint_edges=SKELETON.edges.tolist(), skeleton='humanoid_15', crop_side=64)
-    save_checkpoint(Metrabs(cfg), tmp_path / 'untrained')
-    assert error_by_tilt.main(['--model', str(tmp_path / 'untrained'), '--data',
-                               str(tmp_path / 'test'), '--baseline-from',
-                               str(tmp_path / 'train')]) == 0
+    root, arguments = script_inputs
+    assert error_by_tilt.main(arguments) == 0
     rows = [line.split(' | ') for line in capsys.readouterr().out.splitlines()
             if line.startswith(('| model |', '| mean pose |')) and '| people |' not in line]
     for name in ('model', 'mean pose'):
@@ -213,11 +221,11 @@ def test_errors_by_torso_tilt_script(tmp_path, capsys):
     write_dataset(tilted, 1, TEST_CLIPS, seed=6,
                   config=GeneratorConfig(image_size=(320, 240), body_tilt_probability=0.5))
     with pytest.raises(SystemExit):
-        error_by_tilt.main(['--model', str(tmp_path / 'untrained'), '--data', str(tilted),
-                            '--baseline-from', str(tmp_path / 'train')])
+        error_by_tilt.main(['--model', str(root / 'untrained'), '--data', str(tilted),
+                            '--baseline-from', str(root / 'train')])
 
 
-def test_absolute_error_sources_script(tmp_path, capsys):
+def test_absolute_error_sources_script(script_inputs, capsys):
     """scripts/absolute_error_sources.py: the best scale about the camera centre removes a pure
     depth (size) error; the height-ambiguity floor is a few per cent of the camera distance and
     the same for every estimate of the same people; both estimates get rows."""
@@ -234,14 +242,7 @@ def test_absolute_error_sources_script(tmp_path, capsys):
     row = sources.sources(1.1 * truth, truth, factor)
     assert row['depth_ratio'] == pytest.approx(1.1) and row['depth_ratio_log_sd'] < 1e-9
     assert row['best_scale_mm'] < 1e-6 < row['abs_mpjpe_mm']
-    write_dataset(tmp_path / 'test', 3, TEST_CLIPS, seed=6, config=SMALL)
-    write_dataset(tmp_path / 'train', 2, TRAIN_CLIPS, seed=7, config=SMALL)
-    torch.manual_seed(0)
-    cfg = ModelConfig(backbone='resnet18', joint_names=SKELETON.joint_names,
-                      joint_edges=SKELETON.edges.tolist(), skeleton='humanoid_15', crop_side=64)
-    save_checkpoint(Metrabs(cfg), tmp_path / 'untrained')
-    assert sources.main(['--model', str(tmp_path / 'untrained'), '--data', str(tmp_path / 'test'),
-                         '--baseline-from', str(tmp_path / 'train')]) == 0
+    assert sources.main(script_inputs[1]) == 0
     rows = [line.split(' | ') for line in capsys.readouterr().out.splitlines()
             if line.startswith(('| model |', '| mean pose |'))]
     floors = {(row[0], row[1]): float(row[-1].rstrip(' |')) for row in rows}

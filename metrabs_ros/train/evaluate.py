@@ -167,6 +167,28 @@ def evaluate_dataset(estimator: 'PoseEstimator', data: str | Path, baseline: Mea
     return result, baseline_result
 
 
+def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of evaluate_model_and_mean_pose, for scripts that break its figures down:
+    --model, --data, --baseline-from, --max-samples, --num-aug."""
+    parser.add_argument('--model', type=Path, required=True)
+    parser.add_argument('--data', type=Path, required=True, help='metrabs-synth test set')
+    parser.add_argument('--baseline-from', type=Path, required=True, metavar='TRAIN_SET')
+    parser.add_argument('--max-samples', type=int, default=None)
+    parser.add_argument('--num-aug', type=int, default=1)
+
+
+def evaluate_model_and_mean_pose(args: argparse.Namespace) -> dict[str, EvaluationResult]:
+    """{'model': result, BASELINE_NAME: result} for add_evaluation_arguments' arguments: the
+    model directory on CPU and the training set's mean pose, on the same people
+    (evaluate_dataset)."""
+    from metrabs_ros.estimator import PoseEstimator
+    from metrabs_ros.weights import load_model
+    results = evaluate_dataset(PoseEstimator(load_model(args.model), device='cpu'), args.data,
+                               MeanPoseBaseline.from_dataset(args.baseline_from),
+                               args.max_samples, args.num_aug)
+    return dict(zip(('model', BASELINE_NAME), results))
+
+
 def poses_in_box_order(result_boxes: np.ndarray, poses: np.ndarray,
                        boxes: np.ndarray) -> np.ndarray:
     """(B, J, 3) poses in the order of the given boxes (B, 4), NaN for the boxes the estimator
